@@ -1,0 +1,217 @@
+"""ZipCal greedy against a plain-Python greedy written from the paper's rule, plus
+properties of every selection method."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zipcal_jax import greedy
+from zipcal_jax.select import select
+
+
+def python_greedy(sets: list[set], k: int) -> tuple[list[int], list[int]]:
+    """Greedy max coverage: most new elements, then larger set, then lower index."""
+    covered: set = set()
+    remaining = list(range(len(sets)))
+    picks, gains = [], []
+    for _ in range(min(k, len(sets))):
+        best = max(remaining, key=lambda i: (len(sets[i] - covered), len(sets[i]), -i))
+        picks.append(best)
+        gains.append(len(sets[best] - covered))
+        covered |= sets[best]
+        remaining.remove(best)
+    return picks, gains
+
+
+def row_sets(ids, mask=None, table=None) -> list[set]:
+    mask = np.ones(ids.shape, bool) if mask is None else mask
+    out = []
+    for row, m in zip(ids, mask):
+        toks = row[m]
+        if table is not None:
+            toks = table[toks]
+            toks = toks[toks >= 0]
+        out.append({int(t) for t in toks})
+    return out
+
+
+def random_instance(rng, n, L, V, pad_frac=0.3):
+    ids = rng.integers(0, V, (n, L))
+    lengths = rng.integers(0, L + 1, n)
+    mask = np.arange(L)[None, :] < lengths[:, None]
+    mask &= rng.random((n, L)) > pad_frac * 0.1
+    return ids, mask
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_exact_greedy_matches_python(seed):
+    rng = np.random.default_rng(seed)
+    n, L, V = int(rng.integers(1, 60)), int(rng.integers(1, 12)), int(rng.integers(2, 40))
+    ids, mask = random_instance(rng, n, L, V)
+    table = None
+    if seed % 2:  # many tokens share a concept, some are no concept at all
+        table = rng.integers(-1, max(2, V // 3), V).astype(np.int32)
+    k = int(rng.integers(0, n + 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = select(ids, k, mask=mask, concepts=table, batch=int(rng.integers(1, 8)))
+    want_picks, want_gains = python_greedy(row_sets(ids, mask, table), k)
+    assert got.indices.tolist() == want_picks
+    assert got.gains.tolist() == want_gains
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5, 64])
+def test_lazy_paths_agree_with_full_rescan(batch):
+    rng = np.random.default_rng(batch)
+    ids = rng.zipf(1.3, (400, 16)) % 300  # Zipfian tokens: many ties, saturation
+    got = select(ids, 120, batch=batch)
+    want_picks, want_gains = python_greedy(row_sets(ids), 120)
+    assert got.indices.tolist() == want_picks
+    assert got.gains.tolist() == want_gains
+    if batch == 1:
+        assert got.info["full_rescores"] > 1  # the fallback path ran and stayed exact
+
+
+def test_full_greedy_fallback_when_keys_overflow(monkeypatch):
+    rng = np.random.default_rng(7)
+    ids = rng.integers(0, 30, (50, 6))
+    monkeypatch.setattr(greedy, "lazy_keys_fit", lambda *a: False)
+    got = select(ids, 20)
+    assert got.info["algorithm"] == "full"
+    assert got.indices.tolist() == python_greedy(row_sets(ids), 20)[0]
+
+
+def test_ties_go_to_larger_set_then_lower_index():
+    ids = np.array([[1, 2, 0, 0], [3, 4, 0, 0], [3, 4, 5, 0], [1, 2, 0, 0]])
+    mask = ids > 0
+    # Step 1: row 2 has most new concepts. Step 2: rows 0 and 3 tie (2 new, size 2) -> 0.
+    # Step 3: row 3 (0 new, size 2) beats row 1 (0 new, size 2)? equal size -> lower index 1.
+    got = select(ids, 4, mask=mask)
+    assert got.indices.tolist() == [2, 0, 1, 3]
+    assert got.gains.tolist() == [3, 2, 0, 0]
+
+
+def test_concepts_merge_tokens_and_drop_nothing_ids():
+    ids = np.array([[0, 1, 2], [3, 3, 3], [4, 5, 5]])
+    table = np.array([0, 0, 1, -1, 2, 3], np.int32)  # ids 0,1 share a concept; id 3 is nothing
+    got = select(ids, 3, concepts=table)
+    assert got.gains.tolist() == [2, 2, 0]
+    assert got.indices.tolist() == [0, 2, 1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 30),
+    L=st.integers(1, 8),
+    V=st.integers(1, 20),
+    k=st.integers(0, 40),
+    seed=st.integers(0, 2**16),
+)
+def test_properties(n, L, V, k, seed):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, V, (n, L))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = select(ids, k)
+    assert len(got.indices) == min(k, n)
+    assert len(set(got.indices.tolist())) == len(got.indices)  # no duplicates
+    sets = row_sets(ids)
+    covered: set = set()
+    sizes = []
+    for i, gain in zip(got.indices, got.gains):
+        assert gain == len(sets[i] - covered)
+        covered |= sets[i]
+        sizes.append(len(covered))
+    assert sizes == sorted(sizes)  # coverage never decreases
+    assert list(got.gains) == sorted(got.gains, reverse=True)  # submodular: gains never rise
+
+
+def test_k_larger_than_n_warns_and_returns_all():
+    ids = np.arange(12).reshape(4, 3)
+    with pytest.warns(UserWarning, match="pool of 4"):
+        got = select(ids, 10)
+    assert sorted(got.indices.tolist()) == [0, 1, 2, 3]
+
+
+def test_pool_variant_is_seeded_and_valid():
+    rng = np.random.default_rng(3)
+    ids = rng.zipf(1.4, (300, 12)) % 500
+    a = select(ids, 40, pool_size=50, seed=1)
+    b = select(ids, 40, pool_size=50, seed=1)
+    c = select(ids, 40, pool_size=50, seed=2)
+    assert a.indices.tolist() == b.indices.tolist()
+    assert a.indices.tolist() != c.indices.tolist()
+    assert len(set(a.indices.tolist())) == 40
+    sets, covered = row_sets(ids), set()
+    for i, g in zip(a.indices, a.gains):
+        assert g == len(sets[i] - covered)
+        covered |= sets[i]
+    exact = select(ids, 40)
+    assert exact.gains.sum() >= a.gains.sum()  # the sampled variant covers no more
+
+
+def test_pool_at_least_n_is_the_exact_greedy():
+    rng = np.random.default_rng(4)
+    ids = rng.integers(0, 60, (80, 10))
+    assert select(ids, 30, pool_size=80).indices.tolist() == select(ids, 30).indices.tolist()
+    assert select(ids, 30, pool_size=1000).indices.tolist() == python_greedy(row_sets(ids), 30)[0]
+
+
+def test_pool_tail_scans_all_remaining():
+    # n=10, P=4: the last 4 picks scan every remaining candidate (ties -> lowest index).
+    ids = np.arange(10)[:, None].repeat(2, 1)  # each row one distinct concept
+    got = select(ids, 10, pool_size=4, seed=0)
+    assert sorted(got.indices.tolist()) == list(range(10))
+    tail = got.indices[6:].tolist()
+    assert tail == sorted(tail)
+
+
+def test_bad_inputs_get_clear_errors():
+    with pytest.raises(ValueError, match="2-D"):
+        select(np.arange(5), 2)
+    with pytest.raises(ValueError, match="mask shape"):
+        select(np.zeros((3, 4), int), 2, mask=np.ones((3, 5), bool))
+    with pytest.raises(ValueError, match="concept table"):
+        select(np.full((2, 2), 9), 1, concepts=np.zeros(5, np.int32))
+    with pytest.raises(ValueError, match="unknown method"):
+        select(np.zeros((2, 2), int), 1, method="nope")
+    with pytest.raises(ValueError, match="non-negative"):
+        select(np.zeros((2, 2), int), -1)
+    with pytest.raises(ValueError, match="pool_size"):
+        select(np.zeros((2, 2), int), 1, pool_size=0)
+    with pytest.raises(ValueError, match="texts=... or tokenizer"):
+        select(np.zeros((2, 2), int), 1, method="zipf")
+
+
+def test_random_is_seeded_and_distinct():
+    ids = np.zeros((50, 4), int)
+    a, b = select(ids, 20, method="random", seed=5), select(ids, 20, method="random", seed=5)
+    assert a.indices.tolist() == b.indices.tolist()
+    assert len(set(a.indices.tolist())) == 20
+    assert a.indices.tolist() != select(ids, 20, method="random", seed=6).indices.tolist()
+
+
+def test_zipf_scores_rare_words_first():
+    texts = ["the cat. the dog", "the the the", "zebra, quokka", "the cat", "cat dog"]
+    got = select(np.zeros((5, 2), int), 3, method="zipf", texts=texts)
+    # counts: the 3, cat 3, dog 2, zebra 1, quokka 1 -> scores 1/3+1/3+1/2, 1/3, 2, 2/3, 1/3+1/2
+    assert got.indices.tolist() == [2, 0, 4]
+
+
+def test_words_keeps_word_frequencies(tiny_tokenizer):
+    texts = ["alpha beta beta gamma gamma gamma"] * 4 + ["delta"]
+    got = select(np.zeros((5, 6), int), 3, method="words", texts=texts, tokenizer=tiny_tokenizer, seed=0)
+    assert got.indices.tolist() == [-1, -1, -1]
+    assert got.ids.shape == (3, 6) and got.mask.shape == (3, 6)
+    words = " ".join(got.texts).split()
+    assert len(words) == 18
+    counts = {w: words.count(w) for w in set(words)}
+    assert counts["gamma"] > counts["beta"] > counts.get("delta", 0)
+    assert got.texts == select(
+        np.zeros((5, 6), int), 3, method="words", texts=texts, tokenizer=tiny_tokenizer, seed=0
+    ).texts

@@ -1,0 +1,52 @@
+"""Selection sharded over 8 fake CPU devices gives the single-device result.
+
+The device count must be set before JAX starts, so the check runs in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, jax, numpy as np
+    from jax.sharding import AxisType
+    from zipcal_jax.select import prepare_sets, select
+    assert len(jax.devices()) == 8, jax.devices()
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+    rng = np.random.default_rng(0)
+    out = {}
+    for n in (203, 1000):  # 203: not a multiple of 8, exercises padding rows
+        ids = (rng.zipf(1.3, (n, 24)) % 700).astype(np.int32)
+        mask = rng.random((n, 24)) > 0.2
+        table = rng.integers(-1, 400, 700).astype(np.int32)
+        S, sizes, valid, C = prepare_sets(ids, mask, table, mesh)
+        spec = str(S.sharding.spec)
+        single = select(ids, 60, mask=mask, concepts=table, batch=16)
+        sharded = select(ids, 60, mask=mask, concepts=table, batch=16, mesh=mesh)
+        pooled1 = select(ids, 60, mask=mask, concepts=table, pool_size=50, seed=3)
+        pooled8 = select(ids, 60, mask=mask, concepts=table, pool_size=50, seed=3, mesh=mesh)
+        out[n] = dict(spec=spec, shards=len(S.sharding.device_set),
+                      single=single.indices.tolist(), sharded=sharded.indices.tolist(),
+                      gains1=single.gains.tolist(), gains8=sharded.gains.tolist(),
+                      pooled1=pooled1.indices.tolist(), pooled8=pooled8.indices.tolist())
+    print(json.dumps(out))
+    """
+)
+
+
+def test_sharded_selection_equals_single_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for n, r in results.items():
+        assert r["shards"] == 8, n
+        assert r["spec"] == "P('data', None)", r["spec"]
+        assert r["sharded"] == r["single"], n
+        assert r["gains8"] == r["gains1"], n
+        assert r["pooled8"] == r["pooled1"], n
+        assert len(set(r["single"])) == 60

@@ -1,0 +1,254 @@
+"""The ``zipcal`` command line: each verb composes the library's Python calls.
+
+Verbs:
+  zipcal select     choose a calibration set and write it to a folder
+  zipcal plot-zipf  rank-frequency curves (log-log) of the pool and of chosen sets
+  zipcal demo       the main job on built-in offline data (select; compression and
+                    evaluation join when they land)
+
+Every run writes its resolved configuration (``config.json``) next to its results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TOKENIZER = "smollm2-135m"
+DEMO_DATA = ("builtin:pydoc?min_chars=40",)
+
+
+@dataclass
+class SelectConfig:
+    """Settings of ``zipcal select`` (also the keys of a ``--config`` JSON file)."""
+
+    data: list[str] = field(default_factory=list)
+    tokenizer: str = DEFAULT_TOKENIZER
+    nsamples: int = 128
+    seqlen: int = 128
+    method: str = "zipcal"
+    seed: int = 0
+    pool_size: int | None = None
+    windows: bool = False
+    out: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class PlotConfig:
+    """Settings of ``zipcal plot-zipf``."""
+
+    data: list[str] = field(default_factory=list)
+    tokenizer: str = DEFAULT_TOKENIZER
+    methods: list[str] = field(default_factory=lambda: ["zipcal", "random", "zipf"])
+    nsamples: int = 128
+    seqlen: int = 128
+    seed: int = 0
+    windows: bool = False
+    out: str = "zipf.png"
+    progress: bool = True
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    keys = list(rows[0])
+    fmt = {float: lambda v: f"{v:.3f}" if abs(v) < 1000 else f"{v:.0f}"}
+    cells = [[fmt.get(type(r[k]), str)(r[k]) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
+    return "\n".join([line(keys), line(["-" * w for w in widths]), *(line(c) for c in cells)])
+
+
+def _candidates(cfg, tokenizer):
+    from zipcal_jax.data import build_candidates
+
+    start = time.perf_counter()
+    cands = build_candidates(cfg.data, tokenizer, cfg.seqlen, windows=cfg.windows, progress=cfg.progress)
+    return cands, time.perf_counter() - start
+
+
+def _choose(cands, tokenizer, concepts, method, k, seed, pool_size=None):
+    from zipcal_jax.select import select
+
+    return select(
+        cands.ids,
+        k,
+        method=method,
+        mask=cands.mask,
+        concepts=concepts,
+        seed=seed,
+        pool_size=pool_size,
+        texts=cands.texts,
+        tokenizer=tokenizer,
+    )
+
+
+def run_select(cfg: SelectConfig) -> tuple[Any, str]:
+    """Build candidates, select, save; returns the :class:`CalibrationSet` and the table."""
+    from zipcal_jax.calibration import CalibrationSet
+    from zipcal_jax.concepts import concept_table
+    from zipcal_jax.models.tokenizers import load_tokenizer
+
+    if not cfg.data:
+        raise ValueError("give at least one --data SPEC (e.g. --data builtin:pydoc)")
+    start = time.perf_counter()
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    concepts = concept_table(tokenizer)
+    t_tok = time.perf_counter() - start
+    cands, t_cands = _candidates(cfg, tokenizer)
+    sel = _choose(cands, tokenizer, concepts, cfg.method, cfg.nsamples, cfg.seed, cfg.pool_size)
+    timing = {"tokenizer": t_tok, "candidates": t_cands}
+    calib = CalibrationSet.from_selection(
+        cands, sel, concepts=concepts, seed=cfg.seed, timing=timing, config=dataclasses.asdict(cfg)
+    )
+    s = calib.stats
+    row = {
+        "method": cfg.method,
+        "pool": s["pool_size"],
+        "samples": s["samples"],
+        "concepts": f"{s['concepts_covered']}/{s['concepts_in_pool']}",
+        "coverage": s["coverage"],
+        "TTR": s["type_token_ratio"],
+        "zipf s": s["zipf_exponent"],
+        "tokenize s": t_cands,
+        "select s": sel.seconds,
+    }
+    out = Path(cfg.out or f"runs/select-{cfg.method}-k{cfg.nsamples}-seed{cfg.seed}")
+    calib.save(out)
+    calib.to_jsonl(out / "samples.jsonl")
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    table = _markdown([row])
+    (out / "summary.md").write_text(table + "\n")
+    return calib, table + f"\n\nwrote {out}/ (ids.npy, mask.npy, manifest.json, samples.jsonl)"
+
+
+def run_plot(cfg: PlotConfig) -> tuple[Path, str]:
+    """Rank-frequency curves of the pool and of each method's set, log-log, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from zipcal_jax.calibration import CalibrationSet, rank_frequency
+    from zipcal_jax.concepts import concept_table
+    from zipcal_jax.models.tokenizers import load_tokenizer
+
+    if not cfg.data:
+        raise ValueError("give at least one --data SPEC (e.g. --data builtin:pydoc)")
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    concepts = concept_table(tokenizer)
+    cands, _ = _candidates(cfg, tokenizer)
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    pool = rank_frequency(cands.ids, cands.mask, concepts)
+    ax.loglog(range(1, len(pool) + 1), pool / pool.sum(), color="black", lw=2, label=f"pool (n={len(cands)})")
+    rows = []
+    for method in cfg.methods:
+        sel = _choose(cands, tokenizer, concepts, method, cfg.nsamples, cfg.seed)
+        calib = CalibrationSet.from_selection(cands, sel, concepts=concepts, seed=cfg.seed)
+        counts = rank_frequency(calib.ids, calib.mask, concepts)
+        s = calib.stats
+        ax.loglog(range(1, len(counts) + 1), counts / counts.sum(), lw=1.2, label=f"{method} ({len(counts)} concepts)")
+        rows.append({"method": method, "concepts": s["concepts_covered"], "coverage": s["coverage"],
+                     "zipf s": s["zipf_exponent"], "TTR": s["type_token_ratio"]})
+    ax.set_xlabel("rank")
+    ax.set_ylabel("relative frequency")
+    ax.set_title(f"Concept rank-frequency, k={cfg.nsamples}, L={cfg.seqlen}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    out.with_suffix(".json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "rows": rows}, indent=1))
+    return out, _markdown(rows) + f"\n\nwrote {out}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="zipcal", description=__doc__.split("\n")[0], formatter_class=fmt)
+    verbs = p.add_subparsers(dest="verb", required=True)
+
+    def common(sp, defaults):
+        sp.add_argument("--data", action="append", metavar="SPEC",
+                        help="text source spec (repeatable); see `python -m pydoc zipcal_jax.data`")
+        sp.add_argument("--tokenizer", default=defaults.tokenizer,
+                        help="tokenizer.json, HF folder, .gguf, hub id, or 'smollm2-135m'")
+        sp.add_argument("--nsamples", type=int, default=defaults.nsamples, help="samples to choose (k)")
+        sp.add_argument("--seqlen", type=int, default=defaults.seqlen, help="tokens per candidate (L)")
+        sp.add_argument("--seed", type=int, default=defaults.seed)
+        sp.add_argument("--windows", action="store_true", help="cut documents into seqlen windows")
+        sp.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+        sp.add_argument("--config", help="JSON file with any of these settings (flags override it)")
+
+    sel = verbs.add_parser("select", help="choose a calibration set", formatter_class=fmt)
+    common(sel, SelectConfig())
+    sel.add_argument("--method", default="zipcal", choices=["zipcal", "random", "zipf", "words"])
+    sel.add_argument("--pool-size", type=int, default=None,
+                     help="score a fresh random pool of P candidates per step (the reference code's variant)")
+    sel.add_argument("--out", default=None, help="output folder (default runs/select-METHOD-kK-seedS)")
+
+    plot = verbs.add_parser("plot-zipf", help="rank-frequency plot of pool vs chosen sets", formatter_class=fmt)
+    common(plot, PlotConfig())
+    plot.add_argument("--methods", default="zipcal,random,zipf", help="comma-separated methods")
+    plot.add_argument("--out", default="zipf.png", help="PNG path")
+
+    demo = verbs.add_parser("demo", help="select on built-in offline data and compare methods", formatter_class=fmt)
+    demo.add_argument("--tokenizer", default=DEFAULT_TOKENIZER)
+    demo.add_argument("--nsamples", type=int, default=128)
+    demo.add_argument("--out", default="runs/demo")
+    return p
+
+
+def _config(cls, args: argparse.Namespace):
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values.update(json.loads(Path(args.config).read_text()))
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown settings {sorted(unknown)} in --config; valid: {sorted(names)}")
+    for name in names:
+        value = getattr(args, name.replace("-", "_"), None)
+        if value is not None and not (name == "progress" and value is True and "progress" in values):
+            values[name] = value
+    if isinstance(values.get("methods"), str):
+        values["methods"] = [m.strip() for m in values["methods"].split(",") if m.strip()]
+    return cls(**values)
+
+
+def run_demo(tokenizer: str, nsamples: int, out: str) -> str:
+    """ZipCal against the baselines on the built-in Python documentation."""
+    lines = []
+    for method in ("zipcal", "random", "zipf"):
+        cfg = SelectConfig(data=list(DEMO_DATA), tokenizer=tokenizer, nsamples=nsamples, method=method,
+                           out=f"{out}/{method}", progress=method == "zipcal")
+        _, table = run_select(cfg)
+        lines.append(table.splitlines())
+    header, rule = lines[0][0], lines[0][1]
+    body = [ls[2] for ls in lines]
+    return "\n".join([header, rule, *body]) + f"\n\nwrote {out}/{{zipcal,random,zipf}}/"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.verb == "select":
+            _, text = run_select(_config(SelectConfig, args))
+        elif args.verb == "plot-zipf":
+            _, text = run_plot(_config(PlotConfig, args))
+        else:
+            text = run_demo(args.tokenizer, args.nsamples, args.out)
+    except (ValueError, FileNotFoundError, ConnectionError) as err:
+        print(f"zipcal {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Choose calibration samples: ZipCal and the baselines it is compared with.
+
+``select(ids, k, method=...)`` is the one entry point. ZipCal (``method="zipcal"``) is
+greedy maximum coverage of normalised tokens ("concepts", see :mod:`zipcal_jax.concepts`):
+each step takes the candidate that adds the most concepts not yet covered; ties go to the
+candidate with more distinct concepts, then to the lowest index. It always returns exactly
+``min(k, n)`` picks — once everything is covered it keeps taking zero-gain candidates by
+the same order, as the reference code does.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from zipcal_jax import baselines, greedy
+from zipcal_jax.concepts import num_concepts as _num_concepts
+
+__all__ = ["METHODS", "Selection", "prepare_sets", "select"]
+
+METHODS = ("zipcal", "random", "zipf", "words", "least_perplexity", "cola")
+
+
+@dataclass
+class Selection:
+    """What :func:`select` chose.
+
+    Attributes:
+      indices: ``int64 (k,)`` candidate indices in selection order; ``-1`` marks a
+        synthetic sample (``method="words"``), whose tokens are in ``ids``/``mask``.
+      gains: ``int64 (k,)`` new concepts each pick added (``zipcal``), else None.
+      method: the method name.
+      seconds: wall time of the selection (set building included).
+      ids, mask: the tokens of synthetic samples (``words``), else None.
+      texts: the text of synthetic samples (``words``), else None.
+      info: method details (e.g. the number of lazy-greedy full re-scores).
+    """
+
+    indices: np.ndarray
+    gains: np.ndarray | None
+    method: str
+    seconds: float
+    ids: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    texts: list[str] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _check_inputs(ids, mask, concepts):
+    ids = np.asarray(ids)
+    if ids.ndim != 2:
+        raise ValueError(f"ids must be a 2-D (n, L) array of token ids, got shape {ids.shape}")
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"ids must hold integers (token ids), got dtype {ids.dtype}")
+    if mask is None:
+        mask = np.ones(ids.shape, bool)
+    mask = np.asarray(mask).astype(bool)
+    if mask.shape != ids.shape:
+        raise ValueError(f"mask shape {mask.shape} must equal ids shape {ids.shape}")
+    if concepts is not None:
+        concepts = np.asarray(concepts, dtype=np.int32)
+        if concepts.ndim != 1:
+            raise ValueError("concepts must be a 1-D concept_table(tokenizer) array")
+        top = int(np.max(ids, where=mask, initial=-1))
+        if top >= len(concepts):
+            raise ValueError(
+                f"token id {top} is outside the concept table (vocab {len(concepts)}): build "
+                "concept_table() from the tokenizer that produced these ids"
+            )
+    return ids.astype(np.int32, copy=False), mask, concepts
+
+
+def _data_sharding(mesh: Mesh | None, rank: int):
+    if mesh is None:
+        return None
+    if "data" not in mesh.axis_names:
+        raise ValueError(f"mesh needs a 'data' axis to shard candidates over, has {mesh.axis_names}")
+    return NamedSharding(mesh, P("data", *([None] * (rank - 1))))
+
+
+def prepare_sets(ids, mask=None, concepts=None, mesh: Mesh | None = None):
+    """Concept sets of all candidates, padded to the mesh's ``data`` size and placed on it.
+
+    Returns ``(S, sizes, valid, C)`` as :func:`zipcal_jax.greedy.concept_sets` does, with
+    ``valid`` False on padding rows.
+    """
+    ids, mask, concepts = _check_inputs(ids, mask, concepts)
+    n = ids.shape[0]
+    C = _num_concepts(concepts) if concepts is not None else int(ids.max(initial=-1)) + 1
+    shards = mesh.shape["data"] if mesh is not None else 1
+    pad = (-n) % shards
+    if pad:
+        ids = np.concatenate([ids, np.zeros((pad, ids.shape[1]), ids.dtype)])
+        mask = np.concatenate([mask, np.zeros((pad, mask.shape[1]), bool)])
+    valid = np.arange(n + pad) < n
+    rows, flat = _data_sharding(mesh, 2), _data_sharding(mesh, 1)
+    if jax.default_backend() == "cpu":  # NumPy's SIMD row sort beats XLA:CPU's ~10x
+        S, sizes = greedy.concept_sets_numpy(ids, mask, concepts, C)
+        S, sizes = jax.device_put(S, rows), jax.device_put(sizes, flat)
+    else:
+        ids, mask = jax.device_put(ids, rows), jax.device_put(mask, rows)
+        table = None if concepts is None else jnp.asarray(concepts)
+        S, sizes = greedy.concept_sets(ids, mask, table, C)
+    return S, sizes, jax.device_put(valid, flat), C
+
+
+def _zipcal(ids, k, mask, concepts, seed, pool_size, mesh, batch):
+    S, sizes, valid, C = prepare_sets(ids, mask, concepts, mesh)
+    covered = jnp.zeros(C + 1, bool).at[C].set(True)
+    info: dict[str, Any] = {}
+    if pool_size is not None:
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be a positive int or None (exact greedy), got {pool_size}")
+        rng = jax.random.key(seed)
+        picks, gains = greedy.pool_greedy(S, sizes, valid, covered, rng, k, min(pool_size, S.shape[0]))
+        info["algorithm"] = f"sampled pools of {pool_size}"
+    elif S.shape[0] > 1 and greedy.lazy_keys_fit(S.shape[1], S.shape[0]):
+        b = max(1, min(batch, S.shape[0] - 1))
+        picks, gains, refills = greedy.lazy_greedy(S, sizes, valid, covered, k, b)
+        info.update(algorithm="lazy", batch=b, full_rescores=int(refills))
+    else:
+        picks, gains = greedy.full_greedy(S, sizes, valid, covered, k)
+        info["algorithm"] = "full"
+    return np.asarray(picks, np.int64), np.asarray(gains, np.int64), info
+
+
+def select(
+    ids,
+    k: int,
+    *,
+    method: str = "zipcal",
+    mask=None,
+    concepts=None,
+    seed: int = 0,
+    pool_size: int | None = None,
+    mesh: Mesh | None = None,
+    batch: int = 1024,
+    texts: list[str] | None = None,
+    tokenizer: Any = None,
+    model: Any = None,
+) -> Selection:
+    """Pick ``min(k, n)`` calibration samples out of ``n`` candidates.
+
+    Args:
+      ids: ``int (n, L)`` token ids of the candidates (see ``build_candidates``).
+      k: samples wanted. ``k > n`` warns and returns all ``n``.
+      method: ``"zipcal"`` (greedy concept coverage), ``"random"``, ``"zipf"`` (sum of
+        1/frequency over distinct words, top-k), ``"words"`` (synthetic bag-of-words
+        samples keeping corpus word frequencies); the model-based ``"least_perplexity"``
+        and ``"cola"`` arrive with the model.
+      mask: ``bool (n, L)``, True where a real token stands (default: all True).
+      concepts: ``concept_table(tokenizer)``, or None to count each token id as its own
+        concept.
+      seed: seeds every random choice (``random``, ``words``, and ``zipcal`` with
+        ``pool_size``).
+      pool_size: None for the exact greedy; ``P`` for the reference code's variant that
+        scores a fresh random pool of ``P`` remaining candidates at each step.
+      mesh: optional ``jax.sharding.Mesh`` with a ``data`` axis; candidates are sharded
+        over it. The result is identical to the unsharded one.
+      batch: candidates the lazy greedy re-scores per step (a speed knob; the result does
+        not depend on it).
+      texts: the candidates' texts (``zipf``/``words`` split them into words); else they
+        are decoded from ``ids`` with ``tokenizer``.
+      tokenizer: needed by ``words`` (to tokenize the synthetic samples) and by
+        ``zipf``/``words`` when ``texts`` is not given.
+      model: for the model-based methods.
+
+    Returns:
+      A :class:`Selection`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"k must be a non-negative int, got {k!r}")
+    n = int(np.shape(ids)[0]) if np.ndim(ids) >= 1 else 0
+    if k > n and method != "words":
+        warnings.warn(f"asked for k={k} samples from a pool of {n}; returning all {n}", stacklevel=2)
+    k = int(k) if method == "words" else min(int(k), n)
+    start = time.perf_counter()
+    if method == "zipcal":
+        if k == 0:
+            _check_inputs(ids, mask, concepts)
+            indices, gains, info = np.zeros(0, np.int64), np.zeros(0, np.int64), {}
+        else:
+            indices, gains, info = _zipcal(ids, k, mask, concepts, seed, pool_size, mesh, batch)
+        return Selection(indices, gains, method, time.perf_counter() - start, info=info)
+    if method == "random":
+        _check_inputs(ids, mask, concepts)
+        indices = baselines.random_indices(n, k, seed)
+        return Selection(indices, None, method, time.perf_counter() - start)
+    if method in ("least_perplexity", "cola"):
+        raise NotImplementedError(
+            f"method {method!r} needs the JAX LLaMA model, which is not part of this release yet"
+        )
+    ids, mask, _ = _check_inputs(ids, mask, None)
+    if texts is None:
+        if tokenizer is None:
+            raise ValueError(f"method {method!r} works on words: pass texts=... or tokenizer=...")
+        texts = baselines.decode_rows(ids, mask, tokenizer)
+    if len(texts) != n:
+        raise ValueError(f"texts has {len(texts)} entries but ids has {n} rows")
+    if method == "zipf":
+        indices = baselines.zipf_indices(texts, k)
+        return Selection(indices, None, method, time.perf_counter() - start)
+    # words
+    if tokenizer is None:
+        raise ValueError("method 'words' tokenizes its synthetic samples: pass tokenizer=...")
+    synth = baselines.words_samples(texts, k, ids.shape[1], seed)
+    syn_ids, syn_mask = baselines.tokenize_fixed(synth, tokenizer, ids.shape[1])
+    return Selection(
+        np.full(k, -1, np.int64), None, method, time.perf_counter() - start, syn_ids, syn_mask, synth
+    )
