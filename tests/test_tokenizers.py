@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
 from zipcal_jax.models import tokenizers as tk
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

@@ -143,7 +143,9 @@ class CalibrationSet:
         """Gather the chosen candidates (or the synthetic samples of ``words``)."""
         if selection.ids is not None:  # synthetic samples
             ids, mask = selection.ids, selection.mask
-            provenance = [{"source": "synthetic:" + selection.method, "row": -1, "text": t} for t in selection.texts]
+            provenance = [
+                {"source": "synthetic:" + selection.method, "row": -1, "text": t} for t in selection.texts
+            ]
         else:
             ids, mask = candidates.ids[selection.indices], candidates.mask[selection.indices]
             provenance = [candidates.provenance(int(i)) for i in selection.indices]
@@ -171,6 +173,8 @@ class CalibrationSet:
             value = getattr(self, name)
             if value is not None:
                 _atomic(path / f"{name}.npy", lambda f, v=value: np.save(f, v))
+            else:  # a set saved here before may have left one
+                (path / f"{name}.npy").unlink(missing_ok=True)
         manifest = {
             "format": "zipcal-calibration-set",
             "version": FORMAT_VERSION,
@@ -193,12 +197,16 @@ class CalibrationSet:
         path = Path(path)
         manifest_path = path / "manifest.json"
         if not manifest_path.is_file():
-            raise FileNotFoundError(f"{manifest_path} not found: is {path} a folder written by CalibrationSet.save?")
+            raise FileNotFoundError(
+                f"{manifest_path} not found: is {path} a folder written by CalibrationSet.save?"
+            )
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         if manifest.get("format") != "zipcal-calibration-set":
             raise ValueError(f"{manifest_path} is not a zipcal calibration-set manifest")
         if manifest.get("version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{path} was written by a newer zipcal-jax (format {manifest['version']}); upgrade")
+            raise ValueError(
+                f"{path} was written by a newer zipcal-jax (format {manifest['version']}); upgrade"
+            )
         arrays = {n: np.load(path / f"{n}.npy") for n in _ARRAYS if (path / f"{n}.npy").is_file()}
         return cls(
             ids=arrays["ids"],
@@ -216,7 +224,8 @@ class CalibrationSet:
     def to_jsonl(self, path: str | os.PathLike) -> Path:
         """One JSON object per sample: ``text``, ``source``, ``row``, ``index``."""
         lines = [
-            json.dumps({**p, "index": int(i)}, ensure_ascii=False) for p, i in zip(self.provenance, self.indices)
+            json.dumps({**p, "index": int(i)}, ensure_ascii=False)
+            for p, i in zip(self.provenance, self.indices)
         ]
         path = Path(path)
         _atomic(path, lambda f: f.write(("\n".join(lines) + "\n").encode()))

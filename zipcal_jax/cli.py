@@ -152,9 +152,21 @@ def run_plot(cfg: PlotConfig) -> tuple[Path, str]:
         calib = CalibrationSet.from_selection(cands, sel, concepts=concepts, seed=cfg.seed)
         counts = rank_frequency(calib.ids, calib.mask, concepts)
         s = calib.stats
-        ax.loglog(range(1, len(counts) + 1), counts / counts.sum(), lw=1.2, label=f"{method} ({len(counts)} concepts)")
-        rows.append({"method": method, "concepts": s["concepts_covered"], "coverage": s["coverage"],
-                     "zipf s": s["zipf_exponent"], "TTR": s["type_token_ratio"]})
+        ax.loglog(
+            range(1, len(counts) + 1),
+            counts / counts.sum(),
+            lw=1.2,
+            label=f"{method} ({len(counts)} concepts)",
+        )
+        rows.append(
+            {
+                "method": method,
+                "concepts": s["concepts_covered"],
+                "coverage": s["coverage"],
+                "zipf s": s["zipf_exponent"],
+                "TTR": s["type_token_ratio"],
+            }
+        )
     ax.set_xlabel("rank")
     ax.set_ylabel("relative frequency")
     ax.set_title(f"Concept rank-frequency, k={cfg.nsamples}, L={cfg.seqlen}")
@@ -164,58 +176,103 @@ def run_plot(cfg: PlotConfig) -> tuple[Path, str]:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     plt.close(fig)
-    out.with_suffix(".json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "rows": rows}, indent=1))
+    out.with_suffix(".json").write_text(
+        json.dumps({"config": dataclasses.asdict(cfg), "rows": rows}, indent=1)
+    )
     return out, _markdown(rows) + f"\n\nwrote {out}"
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The argument parser. Settings of ``select``/``plot-zipf`` default to SUPPRESS, so the
+    namespace holds only the flags typed: dataclass default < ``--config`` file < flag."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = argparse.ArgumentParser(prog="zipcal", description=__doc__.split("\n")[0], formatter_class=fmt)
+    p = argparse.ArgumentParser(prog="zipcal", description=__doc__.split("\n")[0])
     verbs = p.add_subparsers(dest="verb", required=True)
+    unset = argparse.SUPPRESS
 
-    def common(sp, defaults):
-        sp.add_argument("--data", action="append", metavar="SPEC",
-                        help="text source spec (repeatable); see `python -m pydoc zipcal_jax.data`")
-        sp.add_argument("--tokenizer", default=defaults.tokenizer,
-                        help="tokenizer.json, HF folder, .gguf, hub id, or 'smollm2-135m'")
-        sp.add_argument("--nsamples", type=int, default=defaults.nsamples, help="samples to choose (k)")
-        sp.add_argument("--seqlen", type=int, default=defaults.seqlen, help="tokens per candidate (L)")
-        sp.add_argument("--seed", type=int, default=defaults.seed)
-        sp.add_argument("--windows", action="store_true", help="cut documents into seqlen windows")
-        sp.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
-        sp.add_argument("--config", help="JSON file with any of these settings (flags override it)")
+    def common(sp, d):
+        sp.add_argument(
+            "--data",
+            action="append",
+            metavar="SPEC",
+            default=unset,
+            help="text source spec (repeatable); see `python -m pydoc zipcal_jax.data`",
+        )
+        sp.add_argument(
+            "--tokenizer",
+            default=unset,
+            help=f"tokenizer.json, HF folder, .gguf, hub id or named default (default: {d.tokenizer})",
+        )
+        sp.add_argument(
+            "--nsamples", type=int, default=unset, help=f"samples to choose, k (default: {d.nsamples})"
+        )
+        sp.add_argument(
+            "--seqlen", type=int, default=unset, help=f"tokens per candidate, L (default: {d.seqlen})"
+        )
+        sp.add_argument(
+            "--seed", type=int, default=unset, help=f"seeds every random choice (default: {d.seed})"
+        )
+        sp.add_argument(
+            "--windows",
+            action="store_true",
+            default=unset,
+            help="cut documents into seqlen windows instead of one candidate per example",
+        )
+        sp.add_argument(
+            "--no-progress", dest="progress", action="store_false", default=unset, help="hide progress bars"
+        )
+        sp.add_argument(
+            "--config", default=None, help="JSON file with any of these settings (flags override it)"
+        )
 
-    sel = verbs.add_parser("select", help="choose a calibration set", formatter_class=fmt)
-    common(sel, SelectConfig())
-    sel.add_argument("--method", default="zipcal", choices=["zipcal", "random", "zipf", "words"])
-    sel.add_argument("--pool-size", type=int, default=None,
-                     help="score a fresh random pool of P candidates per step (the reference code's variant)")
-    sel.add_argument("--out", default=None, help="output folder (default runs/select-METHOD-kK-seedS)")
+    sel = verbs.add_parser("select", help="choose a calibration set")
+    d = SelectConfig()
+    common(sel, d)
+    sel.add_argument(
+        "--method",
+        default=unset,
+        choices=["zipcal", "random", "zipf", "words"],
+        help=f"selection method (default: {d.method})",
+    )
+    sel.add_argument(
+        "--pool-size",
+        type=int,
+        default=unset,
+        help="score a fresh random pool of P candidates per step, the reference code's "
+        "variant (default: exact greedy)",
+    )
+    sel.add_argument("--out", default=unset, help="output folder (default: runs/select-METHOD-kK-seedS)")
 
-    plot = verbs.add_parser("plot-zipf", help="rank-frequency plot of pool vs chosen sets", formatter_class=fmt)
-    common(plot, PlotConfig())
-    plot.add_argument("--methods", default="zipcal,random,zipf", help="comma-separated methods")
-    plot.add_argument("--out", default="zipf.png", help="PNG path")
+    plot = verbs.add_parser("plot-zipf", help="rank-frequency plot of pool vs chosen sets")
+    d = PlotConfig()
+    common(plot, d)
+    plot.add_argument(
+        "--methods", default=unset, help=f"comma-separated methods (default: {','.join(d.methods)})"
+    )
+    plot.add_argument("--out", default=unset, help=f"PNG path (default: {d.out})")
 
-    demo = verbs.add_parser("demo", help="select on built-in offline data and compare methods", formatter_class=fmt)
-    demo.add_argument("--tokenizer", default=DEFAULT_TOKENIZER)
-    demo.add_argument("--nsamples", type=int, default=128)
-    demo.add_argument("--out", default="runs/demo")
+    demo = verbs.add_parser(
+        "demo", help="select on built-in offline data and compare methods", formatter_class=fmt
+    )
+    demo.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer spec")
+    demo.add_argument("--nsamples", type=int, default=128, help="samples per method")
+    demo.add_argument("--out", default="runs/demo", help="output folder")
     return p
 
 
 def _config(cls, args: argparse.Namespace):
+    """The verb's config: dataclass defaults, then the ``--config`` file, then typed flags."""
     values: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        values.update(json.loads(Path(args.config).read_text()))
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"--config file {path} not found")
+        values.update(json.loads(path.read_text()))
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
         raise ValueError(f"unknown settings {sorted(unknown)} in --config; valid: {sorted(names)}")
-    for name in names:
-        value = getattr(args, name.replace("-", "_"), None)
-        if value is not None and not (name == "progress" and value is True and "progress" in values):
-            values[name] = value
+    values.update({k: v for k, v in vars(args).items() if k in names})
     if isinstance(values.get("methods"), str):
         values["methods"] = [m.strip() for m in values["methods"].split(",") if m.strip()]
     return cls(**values)
@@ -225,8 +282,14 @@ def run_demo(tokenizer: str, nsamples: int, out: str) -> str:
     """ZipCal against the baselines on the built-in Python documentation."""
     lines = []
     for method in ("zipcal", "random", "zipf"):
-        cfg = SelectConfig(data=list(DEMO_DATA), tokenizer=tokenizer, nsamples=nsamples, method=method,
-                           out=f"{out}/{method}", progress=method == "zipcal")
+        cfg = SelectConfig(
+            data=list(DEMO_DATA),
+            tokenizer=tokenizer,
+            nsamples=nsamples,
+            method=method,
+            out=f"{out}/{method}",
+            progress=method == "zipcal",
+        )
         _, table = run_select(cfg)
         lines.append(table.splitlines())
     header, rule = lines[0][0], lines[0][1]

@@ -23,8 +23,13 @@ __all__ = ["concept_table", "normalize_token", "num_concepts"]
 
 
 def normalize_token(text: str) -> str:
-    """The concept string of one decoded token (empty: no concept)."""
-    return text.lower().replace(" ", "").replace("Ġ", "").replace("▁", "").strip()
+    """The concept string of one decoded token (empty: no concept).
+
+    The markers are removed *before* lowercasing: the reference code lowercases first,
+    which turns a literal ``Ġ`` into ``ġ`` and so never removes it (it only shows up with
+    tokenizers that have no byte-level decoder).
+    """
+    return text.replace("Ġ", "").replace("▁", "").replace(" ", "").lower().strip()
 
 
 def _decode_each(tokenizer: Any, n: int) -> list[str]:
