@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from greedy_reference import python_greedy, row_sets
@@ -193,3 +194,30 @@ def test_words_keeps_word_frequencies(tiny_tokenizer):
             np.zeros((5, 6), int), 3, method="words", texts=texts, tokenizer=tiny_tokenizer, seed=0
         ).texts
     )
+
+
+@pytest.mark.parametrize("use_table", [False, True])
+def test_concept_sets_numpy_and_jax_agree(use_table):
+    rng = np.random.default_rng(11)
+    ids = rng.integers(0, 40, (300, 64)).astype(np.int32)  # many repeats inside each row
+    mask = rng.random(ids.shape) > 0.3
+    table = rng.integers(-1, 25, 40).astype(np.int32) if use_table else None
+    C = 25 if use_table else 40
+    S_np, sizes_np = greedy.concept_sets_numpy(ids, mask, table, C)
+    S_jx, sizes_jx = greedy.concept_sets(ids, mask, table, C)
+    assert np.asarray(S_jx).tolist() == S_np.astype(np.int32).tolist()
+    assert np.asarray(sizes_jx).tolist() == sizes_np.tolist()
+    for row, size, want in zip(S_np, sizes_np, row_sets(ids, mask, table)):
+        assert row[:size].tolist() == sorted(want)  # distinct concepts, ascending...
+        assert (row[size:] == C).all()  # ...then only the sentinel
+
+
+def test_tie_priority_host_and_device_agree():
+    rng = np.random.default_rng(12)
+    sizes = rng.integers(0, 5, 200).astype(np.int32)
+    valid = rng.random(200) > 0.1
+    host = greedy.tie_priority(sizes, valid)
+    device = np.asarray(greedy.tie_priority(jnp.asarray(sizes), jnp.asarray(valid)))
+    assert host.tolist() == device.tolist()
+    order = sorted(range(200), key=lambda i: (valid[i] * (sizes[i] + 1), -i), reverse=True)
+    assert host[order].tolist() == list(range(199, -1, -1))

@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
         ids = (rng.zipf(1.3, (n, 24)) % 700).astype(np.int32)
         mask = rng.random((n, 24)) > 0.2
         table = rng.integers(-1, 400, 700).astype(np.int32)
-        S, sizes, valid, C = prepare_sets(ids, mask, table, mesh)
+        S, sizes, valid, prio, C = prepare_sets(ids, mask, table, mesh)
         spec = str(S.sharding.spec)
         single = select(ids, 60, mask=mask, concepts=table, batch=16)
         sharded = select(ids, 60, mask=mask, concepts=table, batch=16, mesh=mesh)

@@ -61,14 +61,14 @@ def concept_sets(ids: jax.Array, mask: jax.Array, table: jax.Array | None, num_c
       num_concepts: ``C``; concept ids lie in ``[0, C)``.
 
     Returns:
-      ``(S, sizes)``: ``S int32 (n, L)`` the sorted distinct concepts of each row with
-      every other slot set to ``C``; ``sizes int32 (n,)`` the number of distinct concepts.
+      ``(S, sizes)``: ``S int32 (n, L)`` the sorted distinct concepts of each row,
+      followed by the sentinel ``C`` in every other slot; ``sizes int32 (n,)`` the number of distinct concepts.
     """
     c = ids if table is None else table[ids]
     c = jnp.where(mask & (c >= 0) & (c < num_concepts), c, num_concepts)  # (n, L)
     c = jnp.sort(c, axis=1)
     repeat = jnp.concatenate([jnp.zeros_like(c[:, :1], dtype=bool), c[:, 1:] == c[:, :-1]], axis=1)
-    S = jnp.where(repeat, num_concepts, c)
+    S = jnp.sort(jnp.where(repeat, num_concepts, c), axis=1)  # sentinels last
     return S, jnp.sum(S < num_concepts, axis=1, dtype=jnp.int32)
 
 
@@ -86,17 +86,19 @@ def concept_sets_numpy(ids: np.ndarray, mask: np.ndarray, table: np.ndarray | No
 
     def block(rows: slice) -> None:
         c = ids[rows] if table is None else table[ids[rows]]
+        out = S[rows]  # a view: the block is built in place
+        out[...] = c
         invalid = ~mask[rows]
         if table is not None or c.min(initial=0) < 0 or c.max(initial=0) >= num_concepts:
             invalid |= (c < 0) | (c >= num_concepts)
-        c = c.astype(dtype)
-        np.putmask(c, invalid, num_concepts)
-        c.sort(axis=1)
-        repeat = np.zeros(c.shape, bool)
-        np.equal(c[:, 1:], c[:, :-1], out=repeat[:, 1:])
-        np.putmask(c, repeat, num_concepts)
-        S[rows] = c
-        sizes[rows] = np.count_nonzero(c < num_concepts, axis=1)
+        np.putmask(out, invalid, num_concepts)
+        out.sort(axis=1)
+        repeat = invalid  # reuse the buffer: True where a slot repeats its left neighbour
+        repeat[:, 0] = False
+        np.equal(out[:, 1:], out[:, :-1], out=repeat[:, 1:])
+        np.putmask(out, repeat, num_concepts)
+        out.sort(axis=1)  # push the repeats' sentinels to the end as well
+        sizes[rows] = np.count_nonzero(out < num_concepts, axis=1)
 
     workers = min(os.cpu_count() or 1, 8) if ids.size > 1 << 20 else 1
     step = -(-ids.shape[0] // workers)
@@ -133,8 +135,18 @@ def _empty_outputs(k):
     return jnp.zeros(k, jnp.int32), jnp.zeros(k, jnp.int32)
 
 
-def tie_priority(sizes: jax.Array, valid: jax.Array) -> jax.Array:
-    """``prio[i]`` in ``[0, n)``: larger for a larger set, then for a lower index."""
+def tie_priority(sizes, valid):
+    """``prio[i]`` in ``[0, n)``: larger for a larger set, then for a lower index.
+
+    NumPy arrays are ranked on the host (a radix sort, far faster than XLA:CPU's sort),
+    JAX arrays with ``jnp.lexsort`` on their devices.
+    """
+    if isinstance(sizes, np.ndarray):
+        n = len(sizes)
+        order = np.argsort(-np.where(valid, sizes, -1), kind="stable")  # best first
+        prio = np.empty(n, np.int32)
+        prio[order] = np.arange(n - 1, -1, -1, dtype=np.int32)
+        return prio
     n = sizes.shape[0]
     order = jnp.lexsort((jnp.arange(n), -jnp.where(valid, sizes, -1)))  # best first
     return jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n - 1, -1, -1, dtype=jnp.int32))
@@ -160,7 +172,7 @@ def _kth_largest(key: jax.Array, kth: int) -> jax.Array:
 
 
 @partial(jax.jit, static_argnames=("k", "batch"))
-def lazy_greedy(S, sizes, valid, covered, k: int, batch: int):
+def lazy_greedy(S, sizes, valid, prio, covered, k: int, batch: int):
     """Exact greedy by batched lazy evaluation.
 
     A *buffer* holds the ``B = batch`` candidates with the highest keys after the last
@@ -173,6 +185,7 @@ def lazy_greedy(S, sizes, valid, covered, k: int, batch: int):
     Args:
       S, sizes: from :func:`concept_sets` (``n`` rows).
       valid: ``bool (n,)``, False for padding rows (never picked).
+      prio: ``int32 (n,)`` from :func:`tie_priority`.
       covered: ``bool (C + 1,)`` with the sentinel ``covered[C] = True``.
       k: picks to make (``k <= valid.sum()``).
       batch: ``B``, the buffer size (``1 <= B < n``).
@@ -182,10 +195,11 @@ def lazy_greedy(S, sizes, valid, covered, k: int, batch: int):
       gains, and how many steps missed the buffer and re-scored all ``n``.
     """
     n = S.shape[0]
-    prio = tie_priority(sizes, valid)
 
     def refill(alive, covered):
-        key = jnp.where(alive, _gains(S, covered) * n + prio, -1)
+        return fill(jnp.where(alive, _gains(S, covered) * n + prio, -1))
+
+    def fill(key):
         bound = _kth_largest(key, batch + 1)
         above = key > bound
         buf = jnp.nonzero(above, size=batch, fill_value=0)[0]  # the top B, any order
@@ -206,7 +220,8 @@ def lazy_greedy(S, sizes, valid, covered, k: int, batch: int):
         return (*state, bound, picks, gains, refills + (~hit))
 
     picks, gains = _empty_outputs(k)
-    state = (valid, covered, *refill(valid, covered), picks, gains, jnp.int32(0))
+    first = fill(jnp.where(valid, sizes * n + prio, -1))  # gain = size before any pick
+    state = (valid, covered, *first, picks, gains, jnp.int32(0))
     state = lax.fori_loop(0, k, step, state)
     return state[-3], state[-2], state[-1]
 

@@ -92,8 +92,9 @@ def _data_sharding(mesh: Mesh | None, rank: int):
 def prepare_sets(ids, mask=None, concepts=None, mesh: Mesh | None = None):
     """Concept sets of all candidates, padded to the mesh's ``data`` size and placed on it.
 
-    Returns ``(S, sizes, valid, C)`` as :func:`zipcal_jax.greedy.concept_sets` does, with
-    ``valid`` False on padding rows.
+    Returns ``(S, sizes, valid, prio, C)``: ``S``/``sizes`` as
+    :func:`zipcal_jax.greedy.concept_sets` gives them, ``valid`` False on padding rows, and
+    the tie-break ranks of :func:`zipcal_jax.greedy.tie_priority`.
     """
     ids, mask, concepts = _check_inputs(ids, mask, concepts)
     n = ids.shape[0]
@@ -105,18 +106,26 @@ def prepare_sets(ids, mask=None, concepts=None, mesh: Mesh | None = None):
         mask = np.concatenate([mask, np.zeros((pad, mask.shape[1]), bool)])
     valid = np.arange(n + pad) < n
     rows, flat = _data_sharding(mesh, 2), _data_sharding(mesh, 1)
+    # Rows are sorted with the sentinel last, so columns past the largest set are all
+    # sentinel: drop them (padding-heavy candidates shrink the greedy's passes a lot).
     if jax.default_backend() == "cpu":  # NumPy's SIMD row sort beats XLA:CPU's ~10x
         S, sizes = greedy.concept_sets_numpy(ids, mask, concepts, C)
-        S, sizes = jax.device_put(S, rows), jax.device_put(sizes, flat)
+        S = S[:, : max(1, int(sizes.max(initial=0)))]
+        prio = greedy.tie_priority(sizes, valid)
+        S, sizes, prio = jax.device_put(S, rows), jax.device_put(sizes, flat), jax.device_put(prio, flat)
+        valid = jax.device_put(valid, flat)
     else:
         ids, mask = jax.device_put(ids, rows), jax.device_put(mask, rows)
         table = None if concepts is None else jnp.asarray(concepts)
         S, sizes = greedy.concept_sets(ids, mask, table, C)
-    return S, sizes, jax.device_put(valid, flat), C
+        S = jax.device_put(S[:, : max(1, int(sizes.max()))], rows)
+        valid = jax.device_put(valid, flat)
+        prio = greedy.tie_priority(sizes, valid)
+    return S, sizes, valid, prio, C
 
 
 def _zipcal(ids, k, mask, concepts, seed, pool_size, mesh, batch):
-    S, sizes, valid, C = prepare_sets(ids, mask, concepts, mesh)
+    S, sizes, valid, prio, C = prepare_sets(ids, mask, concepts, mesh)
     covered = jnp.zeros(C + 1, bool).at[C].set(True)
     info: dict[str, Any] = {}
     if pool_size is not None:
@@ -127,7 +136,7 @@ def _zipcal(ids, k, mask, concepts, seed, pool_size, mesh, batch):
         info["algorithm"] = f"sampled pools of {pool_size}"
     elif S.shape[0] > 1 and greedy.lazy_keys_fit(S.shape[1], S.shape[0]):
         b = max(1, min(batch, S.shape[0] - 1))
-        picks, gains, refills = greedy.lazy_greedy(S, sizes, valid, covered, k, b)
+        picks, gains, refills = greedy.lazy_greedy(S, sizes, valid, prio, covered, k, b)
         info.update(algorithm="lazy", batch=b, full_rescores=int(refills))
     else:
         picks, gains = greedy.full_greedy(S, sizes, valid, covered, k)
