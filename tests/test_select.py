@@ -221,3 +221,14 @@ def test_tie_priority_host_and_device_agree():
     assert host.tolist() == device.tolist()
     order = sorted(range(200), key=lambda i: (valid[i] * (sizes[i] + 1), -i), reverse=True)
     assert host[order].tolist() == list(range(199, -1, -1))
+
+
+def test_padding_ids_outside_the_vocabulary_are_ignored():
+    ids = np.array([[5, 6, 70000, -3], [5, 7, 99, 99]])  # masked-out slots hold junk ids
+    mask = np.array([[True, True, False, False], [True, True, False, False]])
+    table = np.arange(10, dtype=np.int32)
+    for concepts in (None, table):
+        got = select(ids, 2, mask=mask, concepts=concepts)
+        assert got.indices.tolist() == [0, 1] and got.gains.tolist() == [2, 1]
+    with pytest.raises(ValueError, match="negative token id"):
+        select(np.array([[-1, 2]]), 1)

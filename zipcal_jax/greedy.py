@@ -72,8 +72,9 @@ def concept_sets(ids: jax.Array, mask: jax.Array, table: jax.Array | None, num_c
     return S, jnp.sum(S < num_concepts, axis=1, dtype=jnp.int32)
 
 
-def concept_sets_numpy(ids: np.ndarray, mask: np.ndarray, table: np.ndarray | None, num_concepts: int):
-    """:func:`concept_sets` on the host with NumPy; the same sets.
+def concept_sets_numpy(ids: np.ndarray, mask: np.ndarray | None, table: np.ndarray | None, num_concepts: int):
+    """:func:`concept_sets` on the host with NumPy; the same sets. ``mask=None`` means all
+    True; ids must lie in ``[0, len(table))`` (or ``[0, C)`` without a table).
 
     XLA:CPU sorts rows about ten times slower than NumPy's SIMD sort, so on CPU backends
     the sets are built here (in row blocks on a thread per core; NumPy releases the GIL)
@@ -85,20 +86,24 @@ def concept_sets_numpy(ids: np.ndarray, mask: np.ndarray, table: np.ndarray | No
     sizes = np.empty(ids.shape[0], np.int32)
 
     def block(rows: slice) -> None:
-        c = ids[rows] if table is None else table[ids[rows]]
+        # ids under a False mask may be anything (pad ids): clip them into range
+        c = ids[rows] if table is None else np.take(table, ids[rows], mode="clip")
         out = S[rows]  # a view: the block is built in place
         out[...] = c
-        invalid = ~mask[rows]
-        if table is not None or c.min(initial=0) < 0 or c.max(initial=0) >= num_concepts:
-            invalid |= (c < 0) | (c >= num_concepts)
-        np.putmask(out, invalid, num_concepts)
+        invalid = np.zeros(out.shape, bool) if mask is None else ~mask[rows]
+        if table is not None:
+            invalid |= c < 0
+        elif mask is not None:
+            np.clip(out, 0, num_concepts, out=out)
+        # out = where(invalid, C, out), as a max: faster than putmask (concepts are < C)
+        np.maximum(out, invalid.view(np.int8) * dtype(num_concepts), out=out)
         out.sort(axis=1)
         repeat = invalid  # reuse the buffer: True where a slot repeats its left neighbour
         repeat[:, 0] = False
         np.equal(out[:, 1:], out[:, :-1], out=repeat[:, 1:])
-        np.putmask(out, repeat, num_concepts)
+        np.maximum(out, repeat.view(np.int8) * dtype(num_concepts), out=out)
         out.sort(axis=1)  # push the repeats' sentinels to the end as well
-        sizes[rows] = np.count_nonzero(out < num_concepts, axis=1)
+        sizes[rows] = (out < num_concepts).view(np.int8).sum(axis=1, dtype=np.int32)
 
     workers = min(os.cpu_count() or 1, 8) if ids.size > 1 << 20 else 1
     step = -(-ids.shape[0] // workers)

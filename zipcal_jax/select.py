@@ -58,27 +58,31 @@ class Selection:
 
 
 def _check_inputs(ids, mask, concepts):
+    """Validate the arrays; returns ``(ids int32, mask bool or None, concepts, top id)``."""
     ids = np.asarray(ids)
     if ids.ndim != 2:
         raise ValueError(f"ids must be a 2-D (n, L) array of token ids, got shape {ids.shape}")
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(f"ids must hold integers (token ids), got dtype {ids.dtype}")
-    if mask is None:
-        mask = np.ones(ids.shape, bool)
-    mask = np.asarray(mask).astype(bool)
-    if mask.shape != ids.shape:
-        raise ValueError(f"mask shape {mask.shape} must equal ids shape {ids.shape}")
+    if mask is not None:
+        mask = np.asarray(mask).astype(bool, copy=False)
+        if mask.shape != ids.shape:
+            raise ValueError(f"mask shape {mask.shape} must equal ids shape {ids.shape}")
+    where = True if mask is None else mask
+    low = int(np.min(ids, where=where, initial=0))
+    top = int(np.max(ids, where=where, initial=-1))
+    if low < 0:
+        raise ValueError(f"ids hold a negative token id ({low}) where the mask is True; mask padding out")
     if concepts is not None:
         concepts = np.asarray(concepts, dtype=np.int32)
         if concepts.ndim != 1:
             raise ValueError("concepts must be a 1-D concept_table(tokenizer) array")
-        top = int(np.max(ids, where=mask, initial=-1))
         if top >= len(concepts):
             raise ValueError(
                 f"token id {top} is outside the concept table (vocab {len(concepts)}): build "
                 "concept_table() from the tokenizer that produced these ids"
             )
-    return ids.astype(np.int32, copy=False), mask, concepts
+    return ids.astype(np.int32, copy=False), mask, concepts, top
 
 
 def _data_sharding(mesh: Mesh | None, rank: int):
@@ -96,12 +100,13 @@ def prepare_sets(ids, mask=None, concepts=None, mesh: Mesh | None = None):
     :func:`zipcal_jax.greedy.concept_sets` gives them, ``valid`` False on padding rows, and
     the tie-break ranks of :func:`zipcal_jax.greedy.tie_priority`.
     """
-    ids, mask, concepts = _check_inputs(ids, mask, concepts)
+    ids, mask, concepts, top = _check_inputs(ids, mask, concepts)
     n = ids.shape[0]
-    C = _num_concepts(concepts) if concepts is not None else int(ids.max(initial=-1)) + 1
+    C = _num_concepts(concepts) if concepts is not None else top + 1
     shards = mesh.shape["data"] if mesh is not None else 1
     pad = (-n) % shards
-    if pad:
+    if pad or (mask is None and jax.default_backend() != "cpu"):
+        mask = np.ones(ids.shape, bool) if mask is None else mask
         ids = np.concatenate([ids, np.zeros((pad, ids.shape[1]), ids.dtype)])
         mask = np.concatenate([mask, np.zeros((pad, mask.shape[1]), bool)])
     valid = np.arange(n + pad) < n
@@ -212,7 +217,8 @@ def select(
         raise NotImplementedError(
             f"method {method!r} needs the JAX LLaMA model, which is not part of this release yet"
         )
-    ids, mask, _ = _check_inputs(ids, mask, None)
+    ids, mask, _, _ = _check_inputs(ids, mask, None)
+    mask = np.ones(ids.shape, bool) if mask is None else mask
     if texts is None:
         if tokenizer is None:
             raise ValueError(f"method {method!r} works on words: pass texts=... or tokenizer=...")
