@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zipcal_jax import greedy
-from zipcal_jax.select import select
+from zipcal_jax.select import prepare_sets, select
 
 
 def random_instance(rng, n, L, V, pad_frac=0.3):
@@ -41,16 +41,24 @@ def test_exact_greedy_matches_python(seed):
     assert got.gains.tolist() == want_gains
 
 
-@pytest.mark.parametrize("batch", [1, 2, 5, 64])
-def test_lazy_paths_agree_with_full_rescan(batch):
-    rng = np.random.default_rng(batch)
+@pytest.mark.parametrize("batch, wide", [(1, 1), (1, 4), (3, 16), (8, 64), (64, 399)])
+def test_lazy_paths_agree_with_python(batch, wide):
+    rng = np.random.default_rng(batch + wide)
     ids = rng.zipf(1.3, (400, 16)) % 300  # Zipfian tokens: many ties, saturation
-    got = select(ids, 120, batch=batch)
+    S, sizes, valid, prio, C = prepare_sets(ids)
+    covered = jnp.zeros(C + 1, bool).at[C].set(True)
+    picks, gains, misses, full = greedy.lazy_greedy(S, sizes, valid, prio, covered, 120, batch, wide)
     want_picks, want_gains = python_greedy(row_sets(ids), 120)
-    assert got.indices.tolist() == want_picks
-    assert got.gains.tolist() == want_gains
-    if batch == 1:
-        assert got.info["full_rescores"] > 1  # the buffer missed, all were re-scored, still exact
+    assert np.asarray(picks).tolist() == want_picks
+    assert np.asarray(gains).tolist() == want_gains
+    if 1 < wide < 64:
+        assert int(misses) > int(full) > 0  # both fallbacks ran, and stayed exact
+
+
+def test_select_reports_lazy_details():
+    ids = np.random.default_rng(0).zipf(1.3, (400, 16)) % 300
+    info = select(ids, 50).info
+    assert info["algorithm"] == "lazy" and info["wide"] == 399 and info["batch"] == 256
 
 
 def test_full_greedy_fallback_when_keys_overflow(monkeypatch):

@@ -12,10 +12,10 @@ code's sampled variant live here:
 * ``lazy_greedy`` — batched lazy greedy. Coverage is submodular, so a gain computed at an
   earlier step is an upper bound of the gain now. Keys ``gain * n + prio`` (``prio``
   encodes the tie-break order, so keys are unique) rank the candidates; each step
-  re-scores only a buffer of the top-``B`` keys (found by bisection) and accepts the
-  best fresh key when it beats the ``(B+1)``-th key, which bounds every candidate
-  outside the buffer. On a miss it re-scores all ``n`` and refills the buffer. Exact,
-  at a few passes over the data for ``k`` picks.
+  re-scores only a small buffer of the top keys (found by bisection) and accepts the
+  best fresh key when it beats the next key, which bounds every candidate outside the
+  buffer. On a miss it re-scores a wider buffer, and only if that misses too, all ``n``.
+  Exact, at a few passes over the data for ``k`` picks.
 * ``full_greedy`` — re-scores all candidates at every step (used when the integer keys
   of the lazy variant would overflow int32).
 * ``pool_greedy`` — the reference code's variant: each step scores a fresh random pool of
@@ -176,16 +176,21 @@ def _kth_largest(key: jax.Array, kth: int) -> jax.Array:
     return lo
 
 
-@partial(jax.jit, static_argnames=("k", "batch"))
-def lazy_greedy(S, sizes, valid, prio, covered, k: int, batch: int):
-    """Exact greedy by batched lazy evaluation.
+@partial(jax.jit, static_argnames=("k", "batch", "wide"))
+def lazy_greedy(S, sizes, valid, prio, covered, k: int, batch: int, wide: int):
+    """Exact greedy by batched lazy evaluation over two cached buffers.
 
-    A *buffer* holds the ``B = batch`` candidates with the highest keys after the last
-    full scoring, together with their rows ``S_buf``, and ``bound``, the ``(B+1)``-th
-    key. Candidates outside the buffer are not re-scored, so their keys stay at most
-    ``bound`` (submodularity). Each step re-scores the buffer only (``B x L`` lookups)
-    and takes its best when that beats ``bound``; otherwise it re-scores all ``n``
-    candidates and refills the buffer (its top ``B`` found by bisection on the key).
+    Keys ``gain * n + prio`` are upper bounds of what each candidate would add now: exact
+    when scored, only ever too high since (submodularity). The *wide* buffer holds the
+    ``W = wide`` largest keys of the last full scoring, their rows ``S2`` and ``bound2``,
+    the ``(W+1)``-th key, which bounds every candidate outside it. The *narrow* buffer is
+    the top ``B = batch`` of the wide buffer's keys, with ``bound1`` bounding the rest.
+
+    Each step re-scores the narrow buffer (``B x L`` lookups) and takes its best when that
+    beats ``bound1``. On a miss it re-scores the wide buffer (``W x L``); when that buffer's
+    best beats ``bound2`` the narrow buffer is rebuilt from it, otherwise all ``n``
+    candidates are re-scored and both buffers rebuilt. After a miss the best key is exact
+    and inside the narrow buffer, so every step picks exactly what a full scan would.
 
     Args:
       S, sizes: from :func:`concept_sets` (``n`` rows).
@@ -193,42 +198,61 @@ def lazy_greedy(S, sizes, valid, prio, covered, k: int, batch: int):
       prio: ``int32 (n,)`` from :func:`tie_priority`.
       covered: ``bool (C + 1,)`` with the sentinel ``covered[C] = True``.
       k: picks to make (``k <= valid.sum()``).
-      batch: ``B``, the buffer size (``1 <= B < n``).
+      batch: ``B``, the narrow buffer (``1 <= B <= W``).
+      wide: ``W``, the wide buffer (``W < n``).
 
     Returns:
-      ``(picks, gains, refills)``: ``int32 (k,)`` indices in pick order, their marginal
-      gains, and how many steps missed the buffer and re-scored all ``n``.
+      ``(picks, gains, misses, full)``: ``int32 (k,)`` indices in pick order, their
+      marginal gains, how many steps missed the narrow buffer, and how many of those
+      re-scored all ``n``.
     """
     n = S.shape[0]
 
-    def refill(alive, covered):
-        return fill(jnp.where(alive, _gains(S, covered) * n + prio, -1))
-
-    def fill(key):
-        bound = _kth_largest(key, batch + 1)
+    def largest(key, m, empty):  # slots of the m largest keys (any order) and the (m+1)-th key
+        bound = _kth_largest(key, m + 1)
         above = key > bound
-        buf = jnp.nonzero(above, size=batch, fill_value=0)[0]  # the top B, any order
-        return buf, S[buf], jnp.arange(batch) < jnp.sum(above), bound
+        return jnp.nonzero(above, size=m, fill_value=empty)[0], jnp.arange(m) < jnp.sum(above), bound
+
+    def wide_buffer(key):  # key over all n
+        idx, live, bound2 = largest(key, wide, 0)
+        return idx, S[idx], jnp.where(live, key[idx], -1), bound2
+
+    def narrow_buffer(key2, bound2):  # slots into the wide buffer; the empty slot `wide` clamps
+        sub, live, bound1 = largest(key2, batch, wide)
+        return sub, live, jnp.maximum(bound1, bound2)
 
     def step(t, state):
-        alive, covered, buf, S_buf, buf_alive, bound, picks, gains, refills = state
-        fresh = jnp.where(buf_alive, _gains(S_buf, covered) * n + prio[buf], -1)  # (B,)
-        hit = fresh.max() > bound
-        buf, S_buf, buf_alive, bound = lax.cond(
-            hit, lambda: (buf, S_buf, buf_alive, bound), lambda: refill(alive, covered)
-        )
-        fresh = jnp.where(hit, fresh, jnp.where(buf_alive, _gains(S_buf, covered) * n + prio[buf], -1))
+        alive, covered, idx, S2, key2, bound2, sub, live, bound1, picks, gains, misses, full = state
+        fresh = jnp.where(live, _gains(S2[sub], covered) * n + prio[idx[sub]], -1)  # (B,)
+        hit = fresh.max() > bound1
+
+        def miss(_):
+            key2_ = jnp.where(key2 >= 0, _gains(S2, covered) * n + prio[idx], -1)  # (W,)
+            hit2 = key2_.max() > bound2
+
+            def rescore_all(_):
+                return wide_buffer(jnp.where(alive, _gains(S, covered) * n + prio, -1))
+
+            wide_state = lax.cond(hit2, lambda _: (idx, S2, key2_, bound2), rescore_all, None)
+            sub_, live_, bound1_ = narrow_buffer(wide_state[2], wide_state[3])
+            fresh_ = jnp.where(live_, wide_state[2][jnp.minimum(sub_, wide - 1)], -1)  # exact now
+            return (*wide_state, sub_, live_, bound1_, fresh_, ~hit2)
+
+        kept = (idx, S2, key2, bound2, sub, live, bound1, fresh, False)
+        idx, S2, key2, bound2, sub, live, bound1, fresh, all_n = lax.cond(hit, lambda _: kept, miss, None)
         j = jnp.argmax(fresh)
-        best = buf[j]
+        best = idx[sub[j]]
         picks, gains = picks.at[t].set(best), gains.at[t].set(fresh[j] // n)
-        state = (alive.at[best].set(False), _take(covered, S, best), buf, S_buf, buf_alive.at[j].set(False))
-        return (*state, bound, picks, gains, refills + (~hit))
+        alive, key2, live = alive.at[best].set(False), key2.at[sub[j]].set(-1), live.at[j].set(False)
+        return (alive, _take(covered, S, best), idx, S2, key2, bound2, sub, live, bound1,
+                picks, gains, misses + ~hit, full + all_n)  # fmt: skip
 
     picks, gains = _empty_outputs(k)
-    first = fill(jnp.where(valid, sizes * n + prio, -1))  # gain = size before any pick
-    state = (valid, covered, *first, picks, gains, jnp.int32(0))
+    wide_state = wide_buffer(jnp.where(valid, sizes * n + prio, -1))  # gain = size before any pick
+    state = (valid, covered, *wide_state, *narrow_buffer(wide_state[2], wide_state[3]),
+             picks, gains, jnp.int32(0), jnp.int32(0))  # fmt: skip
     state = lax.fori_loop(0, k, step, state)
-    return state[-3], state[-2], state[-1]
+    return state[-4:]
 
 
 @partial(jax.jit, static_argnames=("k",))

@@ -140,9 +140,11 @@ def _zipcal(ids, k, mask, concepts, seed, pool_size, mesh, batch):
         picks, gains = greedy.pool_greedy(S, sizes, valid, covered, rng, k, min(pool_size, S.shape[0]))
         info["algorithm"] = f"sampled pools of {pool_size}"
     elif S.shape[0] > 1 and greedy.lazy_keys_fit(S.shape[1], S.shape[0]):
-        b = max(1, min(batch, S.shape[0] - 1))
-        picks, gains, refills = greedy.lazy_greedy(S, sizes, valid, prio, covered, k, b)
-        info.update(algorithm="lazy", batch=b, full_rescores=int(refills))
+        n_rows = S.shape[0]
+        wide = min(n_rows - 1, max(2048, min(32768, n_rows // 32)))
+        b = max(1, min(batch, wide))
+        picks, gains, misses, full = greedy.lazy_greedy(S, sizes, valid, prio, covered, k, b, wide)
+        info.update(algorithm="lazy", batch=b, wide=wide, buffer_misses=int(misses), full_rescores=int(full))
     else:
         picks, gains = greedy.full_greedy(S, sizes, valid, covered, k)
         info["algorithm"] = "full"
@@ -159,7 +161,7 @@ def select(
     seed: int = 0,
     pool_size: int | None = None,
     mesh: Mesh | None = None,
-    batch: int = 1024,
+    batch: int = 256,
     texts: list[str] | None = None,
     tokenizer: Any = None,
     model: Any = None,
@@ -183,7 +185,8 @@ def select(
       mesh: optional ``jax.sharding.Mesh`` with a ``data`` axis; candidates are sharded
         over it. The result is identical to the unsharded one.
       batch: candidates the lazy greedy re-scores per step (a speed knob; the result does
-        not depend on it).
+        not depend on it). On a miss it re-scores ``clip(n / 32, 2048, 32768)`` of them,
+        then, if needed, all.
       texts: the candidates' texts (``zipf``/``words`` split them into words); else they
         are decoded from ``ids`` with ``tokenizer``.
       tokenizer: needed by ``words`` (to tokenize the synthetic samples) and by
