@@ -58,7 +58,8 @@ class Selection:
 
 
 def _check_inputs(ids, mask, concepts):
-    """Validate the arrays; returns ``(ids int32, mask bool or None, concepts, top id)``."""
+    """Validate the arrays; returns ``(ids int32, mask bool or None, concepts, top)``, where
+    ``top`` bounds the token ids (the largest one, or the largest under the mask)."""
     ids = np.asarray(ids)
     if ids.ndim != 2:
         raise ValueError(f"ids must be a 2-D (n, L) array of token ids, got shape {ids.shape}")
@@ -68,9 +69,11 @@ def _check_inputs(ids, mask, concepts):
         mask = np.asarray(mask).astype(bool, copy=False)
         if mask.shape != ids.shape:
             raise ValueError(f"mask shape {mask.shape} must equal ids shape {ids.shape}")
-    where = True if mask is None else mask
-    low = int(np.min(ids, where=where, initial=0))
-    top = int(np.max(ids, where=where, initial=-1))
+    low, top = (int(ids.min()), int(ids.max())) if ids.size else (0, -1)
+    in_range = low >= 0 and (concepts is None or top < len(concepts))
+    if mask is not None and not in_range:  # junk under the mask (pad ids) is allowed
+        low = int(np.min(np.where(mask, ids, 0), initial=0))
+        top = int(np.max(np.where(mask, ids, -1), initial=-1))
     if low < 0:
         raise ValueError(f"ids hold a negative token id ({low}) where the mask is True; mask padding out")
     if concepts is not None:
