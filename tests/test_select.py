@@ -240,3 +240,16 @@ def test_padding_ids_outside_the_vocabulary_are_ignored():
         assert got.indices.tolist() == [0, 1] and got.gains.tolist() == [2, 1]
     with pytest.raises(ValueError, match="negative token id"):
         select(np.array([[-1, 2]]), 1)
+
+
+def test_token_histogram_counts_occurrences():
+    rng = np.random.default_rng(13)
+    ids = rng.integers(0, 30, (50, 12)).astype(np.int32)
+    mask = rng.random(ids.shape) > 0.25
+    table = rng.integers(-1, 10, 30).astype(np.int32)
+    got = np.asarray(greedy.token_histogram(ids, mask, table, 10))
+    mapped = table[ids[mask]]
+    want = np.bincount(mapped[mapped >= 0], minlength=10)
+    assert got.tolist() == want.tolist()
+    raw = np.asarray(greedy.token_histogram(ids, mask, None, 30))
+    assert raw.tolist() == np.bincount(ids[mask], minlength=30).tolist()

@@ -14,6 +14,8 @@ SCRIPT = textwrap.dedent(
     """
     import json, jax, numpy as np
     from jax.sharding import AxisType
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from zipcal_jax.greedy import token_histogram
     from zipcal_jax.select import prepare_sets, select
     assert len(jax.devices()) == 8, jax.devices()
     mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
@@ -29,7 +31,14 @@ SCRIPT = textwrap.dedent(
         sharded = select(ids, 60, mask=mask, concepts=table, batch=16, mesh=mesh)
         pooled1 = select(ids, 60, mask=mask, concepts=table, pool_size=50, seed=3)
         pooled8 = select(ids, 60, mask=mask, concepts=table, pool_size=50, seed=3, mesh=mesh)
+        m = (-n) % 8
+        ids8 = np.concatenate([ids, np.zeros((m, 24), np.int32)])
+        mask8 = np.concatenate([mask, np.zeros((m, 24), bool)])
+        rows = NamedSharding(mesh, P("data", None))
+        hist8 = token_histogram(jax.device_put(ids8, rows), jax.device_put(mask8, rows), table, 400)
+        hist1 = token_histogram(ids, mask, table, 400)
         out[n] = dict(spec=spec, shards=len(S.sharding.device_set),
+                      hist1=np.asarray(hist1).tolist(), hist8=np.asarray(hist8).tolist(),
                       single=single.indices.tolist(), sharded=sharded.indices.tolist(),
                       gains1=single.gains.tolist(), gains8=sharded.gains.tolist(),
                       pooled1=pooled1.indices.tolist(), pooled8=pooled8.indices.tolist())
@@ -52,3 +61,4 @@ def test_sharded_selection_equals_single_device():
         assert r["gains8"] == r["gains1"], n
         assert r["pooled8"] == r["pooled1"], n
         assert len(set(r["single"])) == 60
+        assert r["hist8"] == r["hist1"] and sum(r["hist1"]) > 0

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from zipcal_jax.cache import atomic_path
+from zipcal_jax.greedy import token_histogram
 
 __all__ = ["CalibrationSet", "fit_zipf_exponent", "rank_frequency", "set_statistics"]
 
@@ -23,19 +24,16 @@ FORMAT_VERSION = 1
 _ARRAYS = ("ids", "mask", "indices", "gains")
 
 
-def _concept_stream(ids: np.ndarray, mask: np.ndarray, concepts: np.ndarray | None) -> np.ndarray:
-    """All concept occurrences of the masked tokens (token ids when ``concepts`` is None)."""
-    toks = np.asarray(ids)[np.asarray(mask, bool)]
-    if concepts is None:
-        return toks
-    c = np.asarray(concepts)[toks]
-    return c[c >= 0]
-
-
 def rank_frequency(ids: np.ndarray, mask: np.ndarray, concepts: np.ndarray | None = None) -> np.ndarray:
-    """Occurrence counts of each distinct concept (or token id), largest first."""
-    _, counts = np.unique(_concept_stream(ids, mask, concepts), return_counts=True)
-    return np.sort(counts)[::-1]
+    """Occurrence counts of each concept (or token id) present, largest first: a
+    jit-compiled histogram (:func:`zipcal_jax.greedy.token_histogram`), sorted."""
+    ids, mask = np.asarray(ids, np.int32), np.asarray(mask, bool)
+    if not mask.any():
+        return np.zeros(0, np.int64)
+    table = None if concepts is None else np.asarray(concepts, np.int32)
+    C = int(table.max()) + 1 if table is not None else int(ids[mask].max()) + 1
+    counts = np.asarray(token_histogram(ids, mask, table, max(C, 1)))
+    return np.sort(counts[counts > 0])[::-1].astype(np.int64)
 
 
 def fit_zipf_exponent(counts: np.ndarray) -> float:

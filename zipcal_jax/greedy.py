@@ -1,8 +1,8 @@
 """Greedy maximum coverage in JAX: the compute core of ZipCal.
 
-Candidates are held as *concept sets*: ``S (n, L) int32``, each row the distinct concept
-ids of one candidate with every other slot set to the sentinel ``C`` (the number of
-concepts). ``covered (C + 1,) bool`` has ``covered[C] = True`` for good, so the marginal
+Candidates are held as *concept sets*: ``S (n, L)`` (int16 when the concepts fit, else
+int32), each row the sorted distinct concept ids of one candidate followed by the
+sentinel ``C`` (the number of concepts) in every other slot. ``covered (C + 1,) bool`` has ``covered[C] = True`` for good, so the marginal
 gain of row ``i`` is simply ``sum(~covered[S[i]])`` — no masks on the hot path.
 
 The greedy picks, at every step, the candidate with the most uncovered concepts; ties go
@@ -38,12 +38,12 @@ import numpy as np
 from jax import lax
 
 __all__ = [
-    "concept_histogram",
     "concept_sets",
     "concept_sets_numpy",
     "full_greedy",
     "lazy_greedy",
     "pool_greedy",
+    "token_histogram",
 ]
 
 INT32_MAX = np.iinfo(np.int32).max
@@ -113,10 +113,15 @@ def concept_sets_numpy(ids: np.ndarray, mask: np.ndarray | None, table: np.ndarr
 
 
 @partial(jax.jit, static_argnames=("num_concepts",))
-def concept_histogram(S: jax.Array, num_concepts: int) -> jax.Array:
-    """``int32 (C,)``: in how many candidates each concept occurs (document frequency)."""
-    counts = jnp.zeros(num_concepts + 1, jnp.int32).at[S.reshape(-1)].add(1)
-    return counts[:num_concepts]
+def token_histogram(ids: jax.Array, mask: jax.Array, table: jax.Array | None, num_concepts: int):
+    """``int32 (C,)``: how often each concept occurs under the mask (repeats counted).
+
+    Same arguments as :func:`concept_sets`; with ``ids`` sharded over a mesh the partial
+    histograms are summed across devices.
+    """
+    c = ids if table is None else table[ids]
+    c = jnp.where(mask & (c >= 0) & (c < num_concepts), c, num_concepts)
+    return jnp.zeros(num_concepts + 1, jnp.int32).at[c.reshape(-1)].add(1)[:num_concepts]
 
 
 def _gains(S_rows: jax.Array, covered: jax.Array) -> jax.Array:
