@@ -35,3 +35,18 @@ def tiny_tokenizer():
     tok.train_from_iterator([_CORPUS] * 8, trainer)
     assert tok.token_to_id("<|endoftext|>") == 0 and tok.token_to_id("<pad>") == 1
     return tok
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Tests write caches (tokenizers, compiled XLA programs) into a temporary folder,
+    never into the user's ``~/.cache/zipcal_jax``."""
+    import os
+
+    old = os.environ.get("ZIPCAL_CACHE")
+    os.environ["ZIPCAL_CACHE"] = str(tmp_path_factory.mktemp("zipcal-cache"))
+    yield
+    if old is None:
+        os.environ.pop("ZIPCAL_CACHE", None)
+    else:
+        os.environ["ZIPCAL_CACHE"] = old

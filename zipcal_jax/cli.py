@@ -297,8 +297,22 @@ def run_demo(tokenizer: str, nsamples: int, out: str) -> str:
     return "\n".join([header, rule, *body]) + f"\n\nwrote {out}/{{zipcal,random,zipf}}/"
 
 
+def _persistent_compilation_cache() -> None:
+    """Keep compiled XLA programs in the cache folder, so a rerun skips recompiling."""
+    import jax
+
+    from zipcal_jax.cache import cache_dir
+
+    try:
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+    except (ValueError, OSError):  # an unwritable or refused cache only costs compile time
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _persistent_compilation_cache()
     try:
         if args.verb == "select":
             _, text = run_select(_config(SelectConfig, args))
