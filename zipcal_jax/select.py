@@ -137,8 +137,6 @@ def _zipcal(ids, k, mask, concepts, seed, pool_size, mesh, batch):
     covered = jnp.zeros(C + 1, bool).at[C].set(True)
     info: dict[str, Any] = {}
     if pool_size is not None:
-        if pool_size < 1:
-            raise ValueError(f"pool_size must be a positive int or None (exact greedy), got {pool_size}")
         rng = jax.random.key(seed)
         picks, gains = greedy.pool_greedy(S, sizes, valid, covered, rng, k, min(pool_size, S.shape[0]))
         info["algorithm"] = f"sampled pools of {pool_size}"
@@ -203,6 +201,8 @@ def select(
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"k must be a non-negative int, got {k!r}")
+    if pool_size is not None and (not isinstance(pool_size, (int, np.integer)) or pool_size < 1):
+        raise ValueError(f"pool_size must be a positive int or None (exact greedy), got {pool_size!r}")
     n = int(np.shape(ids)[0]) if np.ndim(ids) >= 1 else 0
     if k > n and method != "words":
         warnings.warn(f"asked for k={k} samples from a pool of {n}; returning all {n}", stacklevel=2)
