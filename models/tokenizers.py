@@ -20,13 +20,13 @@ import importlib.util
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
 __all__ = [
@@ -293,9 +293,10 @@ def _from_hub(repo_id: str) -> Tokenizer:
 
 
 def tokenizer_cache_dir() -> Path:
-    """Where built tokenizers are cached: ``$ZIPCAL_CACHE/tokenizers`` or ``~/.cache/zipcal_jax/tokenizers``."""
-    root = os.environ.get("ZIPCAL_CACHE", "").strip()
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "zipcal_jax") / "tokenizers"
+    """Where built tokenizers are cached: ``<cache_dir()>/tokenizers``."""
+    from zipcal_jax.cache import cache_dir
+
+    return cache_dir(create=False) / "tokenizers"
 
 
 def _cache_file(path: Path) -> Path:
@@ -305,15 +306,9 @@ def _cache_file(path: Path) -> Path:
 
 
 def _write_atomic(target: Path, text: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from zipcal_jax.cache import atomic_write_bytes
+
+    atomic_write_bytes(target, text.encode("utf-8"))
 
 
 def tokenizer_from_gguf(path: str | os.PathLike, *, cache: bool = True) -> Tokenizer:
@@ -516,3 +511,97 @@ def vocab_size(tokenizer: Any) -> int:
     if hasattr(tokenizer, "all_special_ids"):
         return len(tokenizer)
     return int(tokenizer.get_vocab_size(with_added_tokens=True))
+
+
+class TextTokenizer:
+    """A ``tokenizers.Tokenizer`` with the conveniences a model user expects.
+
+    ``encode``/``decode`` work on plain lists of ids; ``batch_encode`` returns padded NumPy
+    arrays with a mask; ``special_ids``, ``pad_id``, ``bos_id``, ``eos_id`` and
+    ``vocab_size`` are properties. Every other attribute is the wrapped tokenizer's
+    (``backend_tokenizer``), so the wrapper goes wherever a ``tokenizers.Tokenizer`` does
+    (``concept_table``, ``build_candidates``).
+    """
+
+    def __init__(self, backend: Tokenizer):
+        self.backend_tokenizer = getattr(backend, "backend_tokenizer", backend)
+
+    @classmethod
+    def from_spec(cls, spec: str | os.PathLike) -> TextTokenizer:
+        """:func:`load_tokenizer`, wrapped."""
+        return cls(load_tokenizer(spec))
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "backend_tokenizer":  # not set yet (e.g. during unpickling)
+            raise AttributeError(name)
+        return getattr(self.backend_tokenizer, name)
+
+    def __repr__(self) -> str:
+        return f"TextTokenizer(vocab_size={self.vocab_size}, pad_id={self.pad_id})"
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    @property
+    def vocab_size(self) -> int:
+        return vocab_size(self.backend_tokenizer)
+
+    @property
+    def special_ids(self) -> set[int]:
+        return special_token_ids(self.backend_tokenizer)
+
+    @property
+    def pad_id(self) -> int:
+        return pad_token_id(self.backend_tokenizer)
+
+    def _first_id(self, names: Sequence[str]) -> int | None:
+        for name in names:
+            idx = self.backend_tokenizer.token_to_id(name)
+            if idx is not None:
+                return int(idx)
+        return None
+
+    @property
+    def bos_id(self) -> int | None:
+        return self._first_id(("<s>", "<|begin_of_text|>", "<bos>", "<|im_start|>", "<|endoftext|>"))
+
+    @property
+    def eos_id(self) -> int | None:
+        return self._first_id(_EOS_NAMES)
+
+    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of one text."""
+        return self.backend_tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        """Text of a list of ids."""
+        return self.backend_tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def batch_decode(self, rows: Sequence[Sequence[int]], *, skip_special_tokens: bool = True) -> list[str]:
+        """Texts of several lists of ids."""
+        rows = [[int(i) for i in row] for row in rows]
+        return self.backend_tokenizer.decode_batch(rows, skip_special_tokens=skip_special_tokens)
+
+    def batch_encode(
+        self,
+        texts: Sequence[str],
+        *,
+        max_length: int | None = None,
+        add_special_tokens: bool = True,
+        padding_side: str = "right",
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids int32 (B, T), mask bool (B, T))``: the texts tokenized in parallel, truncated
+        to ``max_length`` and padded (with :attr:`pad_id`) to the longest, or to ``max_length``."""
+        if padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        rows = [
+            e.ids[:max_length] if max_length else e.ids
+            for e in self.backend_tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+        ]
+        width = max_length or max((len(r) for r in rows), default=0)
+        ids = np.full((len(rows), width), self.pad_id, np.int32)
+        mask = np.zeros((len(rows), width), bool)
+        for i, row in enumerate(rows):
+            span = slice(0, len(row)) if padding_side == "right" else slice(width - len(row), width)
+            ids[i, span], mask[i, span] = row, True
+        return ids, mask

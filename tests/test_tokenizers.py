@@ -394,3 +394,28 @@ def test_empty_vocabulary(tmp_path: Path) -> None:
     Tokenizer(models.BPE()).save(str(file))
     with pytest.raises(ValueError, match="empty vocabulary"):
         tk.load_tokenizer(file)
+
+
+def test_text_tokenizer_wrapper(tiny_tokenizer):
+    from zipcal_jax import build_candidates, concept_table
+
+    tok = tk.TextTokenizer(tiny_tokenizer)
+    texts = ["The quick brown fox", "Python", ""]
+    assert tok.encode(texts[0]) == tiny_tokenizer.encode(texts[0]).ids
+    assert tok.decode(tok.encode(texts[0])) == texts[0]
+    assert tok.batch_decode([tok.encode(t) for t in texts]) == texts
+    ids, mask = tok.batch_encode(texts)
+    lengths = [len(tiny_tokenizer.encode(t).ids) for t in texts]
+    assert ids.shape == (3, max(lengths)) and mask.sum(1).tolist() == lengths
+    assert (ids[~mask] == tok.pad_id).all() and tok.pad_id == 1
+    left, lmask = tok.batch_encode(texts, max_length=3, padding_side="left")
+    assert left.shape == (3, 3) and lmask[:, -1].tolist() == [True, True, False]
+    assert left[0].tolist() == tiny_tokenizer.encode(texts[0]).ids[:3]
+    assert tok.special_ids == {0, 1} and tok.vocab_size == tiny_tokenizer.get_vocab_size()
+    assert tok.eos_id == 0  # <|endoftext|>
+    # it goes wherever a tokenizers.Tokenizer goes
+    assert concept_table(tok).tolist() == concept_table(tiny_tokenizer).tolist()
+    cands = build_candidates("builtin:pydoc?limit=5", tok, 16, progress=False)
+    assert cands.ids.shape == (len(cands), 16)
+    with pytest.raises(ValueError, match="padding_side"):
+        tok.batch_encode(texts, padding_side="middle")
