@@ -1,4 +1,4 @@
-"""LLaMA in Flax NNX: config, pure math, modules, layer-wise API, generation and sharding.
+"""LLaMA in Flax NNX: config, pure math, modules, layer-wise API, generation, load/save.
 
 One model, one file. Parameter names follow Hugging Face (``self_attn.q_proj``, ``mlp.gate_proj``,
 ``input_layernorm``), so the checkpoint table in :mod:`zipcal_jax.models.checkpoints` is short.
@@ -16,6 +16,8 @@ Layouts and conventions:
   right-padded batches give the real tokens the same logits as the unpadded sequences. (HF
   ``LlamaForCausalLM.forward`` uses ``arange(T)`` unless ``position_ids`` is passed; its
   ``generate`` derives them from the mask the same way as here.)
+* Sharding helpers live in :mod:`zipcal_jax.models.sharding` and are re-exported here;
+  :func:`load` / :func:`save` delegate to :mod:`zipcal_jax.models.persist`.
 * Parameters live in ``param_dtype``; compute runs in ``dtype``; RMSNorm statistics, RoPE
   angles, attention softmax and the returned logits are float32.
 
@@ -35,16 +37,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import AxisType, Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+
+from zipcal_jax.models.sharding import DEFAULT_RULES, batch_sharding, logical_axes, param_sharding, shard
 
 Array = jax.Array
 DType = Any
 
 __all__ = ["DEFAULT_RULES", "LINEAR_MODULES", "MLP", "Attention", "DecoderLayer", "Llama", "LlamaConfig",
     "RMSNorm", "RopeScaling", "apply_rope", "attention", "batch_sharding", "forward", "generate",
-    "get_linear_weight", "init_cache", "linear_names", "logical_axes", "param_sharding",
-    "positions_from_mask", "rms_norm", "rope_frequencies", "set_linear_weight", "shard"]  # fmt: skip
+    "get_linear_weight", "init_cache", "linear_names", "load", "logical_axes", "param_sharding",
+    "positions_from_mask", "rms_norm", "rope_frequencies", "save", "set_linear_weight", "shard"]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- config
@@ -404,7 +406,10 @@ class Llama(nnx.Module):
     def head(self, h: Array) -> Array:
         """Final norm + LM head: (B, T, D) → float32 logits (B, T, V)."""
         h = self.final_norm(h)
-        logits = self.embed.attend(h) if self.lm_head is None else self.lm_head(h)
+        if self.lm_head is None:  # tied: contract with the embedding rows, no transposed copy
+            logits = jnp.einsum("BTD,VD->BTV", h, self.embed.embedding[...].astype(h.dtype))
+        else:
+            logits = self.lm_head(h)
         return logits.astype(jnp.float32)
 
     def __call__(self, input_ids: Array, attention_mask: Array | None = None) -> Array:
@@ -571,62 +576,25 @@ def generate(
     return np.concatenate([ids, out], axis=1)
 
 
-# ----------------------------------------------------------------------------- sharding
-
-# Logical axes of each parameter, keyed by its last two path names (module, variable).
-_AXES: dict[tuple[str, str], tuple[str | None, ...]] = {
-    ("embed", "embedding"): ("vocab", "embed"),
-    ("lm_head", "kernel"): ("embed", "vocab"),
-}
-for _name, (_in, _out) in {
-    "q_proj": ("embed", "heads"), "k_proj": ("embed", "kv_heads"), "v_proj": ("embed", "kv_heads"),
-    "o_proj": ("heads", "embed"), "gate_proj": ("embed", "mlp"), "up_proj": ("embed", "mlp"),
-    "down_proj": ("mlp", "embed"),
-}.items():  # fmt: skip
-    _AXES[(_name, "kernel")], _AXES[(_name, "bias")] = (_in, _out), (_out,)
-
-# Logical axis → mesh axis: tensor parallelism over "model", batch over "data".
-DEFAULT_RULES: dict[str, str | None] = {
-    "batch": "data", "vocab": "model", "heads": "model", "kv_heads": "model", "mlp": "model", "embed": None,
-}  # fmt: skip
+# ----------------------------------------------------------------------------- load / save
 
 
-def logical_axes(path: tuple[Any, ...]) -> tuple[str | None, ...]:
-    """Logical axis names of the parameter at ``path`` (e.g. ``('layers', 0, 'mlp', 'up_proj', 'kernel')``);
-    norms → ``("embed",)``."""
-    return _AXES.get((str(path[-2]), str(path[-1])), ("embed",))
+def load(
+    spec: Any, *, dtype: DType = jnp.float32, param_dtype: DType = jnp.float32, mesh: Any = None
+) -> tuple[Llama, Any]:
+    """``(model, tokenizer)`` from an HF folder, a ``.gguf`` file, a folder written by :func:`save`, a
+    named default (``"smollm2-135m"``) or a hub id; ``tokenizer`` is a ``TextTokenizer`` or None.
+    ``dtype`` is the compute dtype, ``param_dtype`` the storage dtype; with ``mesh`` parameters load
+    sharded. See :func:`zipcal_jax.models.persist.load`."""
+    from zipcal_jax.models import persist
+
+    return persist.load(spec, dtype=dtype, param_dtype=param_dtype, mesh=mesh)
 
 
-def param_sharding(
-    mesh: Mesh, path: tuple[Any, ...], shape: tuple[int, ...], rules: Mapping[str, str | None] = DEFAULT_RULES
-) -> NamedSharding:
-    """``NamedSharding`` of the parameter at ``path`` from its logical axes and ``rules``; an axis
-    stays replicated when its mesh axis is absent or does not divide the dimension."""
-    spec = []
-    for name, dim in zip(logical_axes(path), shape):
-        m = rules.get(name) if name is not None else None
-        spec.append(m if m in mesh.shape and dim % mesh.shape[m] == 0 else None)
-    return NamedSharding(mesh, P(*spec))
+def save(model: Llama, path: Any, format: Literal["orbax", "hf"] = "orbax", *, tokenizer: Any = None) -> Any:
+    """Save ``model`` (and ``tokenizer``) to the folder ``path`` as an Orbax checkpoint (bit-exact with
+    :func:`load`) or an HF folder that ``transformers`` loads. Refuses to overwrite a non-empty folder
+    that is not a previous save. See :func:`zipcal_jax.models.persist.save`."""
+    from zipcal_jax.models import persist
 
-
-def shard(model: Llama, mesh: Mesh, rules: Mapping[str, str | None] = DEFAULT_RULES) -> Llama:
-    """Place every parameter with a ``NamedSharding`` from its logical axes and ``rules`` (in place;
-    returns ``model``). The mesh must use ``AxisType.Auto`` axes; put inputs on
-    ``batch_sharding(mesh)`` and XLA propagates the rest."""
-    explicit = [n for n, t in zip(mesh.axis_names, mesh.axis_types) if t == AxisType.Explicit]
-    if explicit:
-        raise ValueError(
-            f"mesh axes {explicit} are Explicit; build the mesh with "
-            f"jax.make_mesh(..., axis_types=(AxisType.Auto,) * {len(mesh.axis_names)})"
-        )
-    state = nnx.state(model, nnx.Param)
-    for path, var in nnx.to_flat_state(state):
-        value = var.get_value()
-        var.set_value(jax.device_put(value, param_sharding(mesh, path, value.shape, rules)))
-    nnx.update(model, state)
-    return model
-
-
-def batch_sharding(mesh: Mesh, rules: Mapping[str, str | None] = DEFAULT_RULES) -> NamedSharding:
-    """Sharding for (B, T) inputs: batch over the ``batch`` rule's mesh axis."""
-    return NamedSharding(mesh, P(rules.get("batch") if rules.get("batch") in mesh.shape else None, None))
+    return persist.save(model, path, format, tokenizer=tokenizer)
