@@ -27,20 +27,11 @@ from zipcal_jax.models.checkpoints import (
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+from hf_models import tiny_hf_llama  # noqa: E402
 
 
 def _hf_model(tied: bool, kv: int = 2, seed: int = 0):
-    cfg = transformers.LlamaConfig(
-        vocab_size=200, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=kv, tie_word_embeddings=tied, initializer_range=0.08, rms_norm_eps=1e-5,
-    )  # fmt: skip
-    torch.manual_seed(seed)
-    model = transformers.LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.normal_(1.0, 0.2)
-    return model
+    return tiny_hf_llama(seed, vocab_size=200, num_key_value_heads=kv, tie_word_embeddings=tied)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -27,6 +27,7 @@ from zipcal_jax.models.checkpoints import load_hf_folder
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+from hf_models import tiny_hf_llama  # noqa: E402
 
 ATOL = 1e-4
 
@@ -49,19 +50,7 @@ CONFIGS = {
 
 
 def _hf_model(name: str, seed: int = 0):
-    cfg = transformers.LlamaConfig(
-        hidden_size=64, intermediate_size=112, num_hidden_layers=2, num_attention_heads=4,
-        rms_norm_eps=1e-5, initializer_range=0.08, **CONFIGS[name],
-    )  # fmt: skip
-    torch.manual_seed(seed)
-    model = transformers.LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for pname, p in model.named_parameters():
-            if "norm" in pname:
-                p.normal_(1.0, 0.2)
-            elif pname.endswith("bias"):
-                p.normal_(0.0, 0.05)
-    return model
+    return tiny_hf_llama(seed, intermediate_size=112, **CONFIGS[name])
 
 
 @pytest.fixture(scope="module", autouse=True)

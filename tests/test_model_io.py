@@ -26,6 +26,7 @@ from zipcal_jax.models.tokenizers import TextTokenizer
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+from hf_models import tiny_hf_llama  # noqa: E402
 
 VOCAB = 300  # the conftest tiny_tokenizer's size
 IDS = np.random.default_rng(0).integers(0, VOCAB, (2, 13)).astype(np.int32)
@@ -39,18 +40,7 @@ def _highest_precision():
 
 
 def _hf_model(tied: bool, seed: int = 0):
-    cfg = transformers.LlamaConfig(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, tie_word_embeddings=tied, initializer_range=0.08, rms_norm_eps=1e-5,
-        rope_theta=50000.0,
-    )  # fmt: skip
-    torch.manual_seed(seed)
-    model = transformers.LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.normal_(1.0, 0.2)
-    return model
+    return tiny_hf_llama(seed, vocab_size=VOCAB, tie_word_embeddings=tied, rope_theta=50000.0)
 
 
 def _hf_logits(hf, ids) -> np.ndarray:
