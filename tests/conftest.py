@@ -39,14 +39,20 @@ def tiny_tokenizer():
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
-    """Tests write caches (tokenizers, compiled XLA programs) into a temporary folder,
-    never into the user's ``~/.cache/zipcal_jax``."""
+    """Tests write caches (tokenizers, compiled XLA programs, converted models) into a
+    temporary folder, never into the user's ``~/.cache/zipcal_jax``, and run offline."""
     import os
 
-    old = os.environ.get("ZIPCAL_CACHE")
-    os.environ["ZIPCAL_CACHE"] = str(tmp_path_factory.mktemp("zipcal-cache"))
+    private = {
+        "ZIPCAL_CACHE": str(tmp_path_factory.mktemp("zipcal-cache")),
+        "HF_HUB_OFFLINE": "1",  # tests never reach for the hub; hub paths are tested with fakes
+        "HF_DATASETS_OFFLINE": "1",
+    }
+    old = {key: os.environ.get(key) for key in private}
+    os.environ.update(private)
     yield
-    if old is None:
-        os.environ.pop("ZIPCAL_CACHE", None)
-    else:
-        os.environ["ZIPCAL_CACHE"] = old
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

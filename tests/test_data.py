@@ -535,7 +535,12 @@ def test_debian_builtins_real(name, needle):
 @pytest.mark.network
 @pytest.mark.slow
 def test_bigbench_real_download():
-    src = load_texts("builtin:bigbench/winowhy")
+    try:
+        src = load_texts("builtin:bigbench/winowhy")
+    except cache.DownloadError as err:
+        if "No matching distribution" in str(err):  # e.g. a registry mirror that lacks 1.0.0
+            pytest.skip(f"this machine's package registry does not offer bigbench 1.0.0: {err}"[:300])
+        raise
     assert len(src) == 2865
 
 
