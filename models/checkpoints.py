@@ -265,6 +265,27 @@ def load_hf_folder(
     return load_hf_state(cfg, _weights_in(folder), dtype=dtype, param_dtype=param_dtype, mesh=mesh)
 
 
+def hub_snapshot(repo_id: str, *, revision: str | None = None, cache_dir: str | Path | None = None) -> Path:
+    """``config.json``, tokenizer files and ``*.safetensors`` of ``repo_id`` from the Hugging Face
+    hub (``huggingface_hub.snapshot_download``, cached): the local snapshot folder. Raises
+    FileNotFoundError with instructions when the hub cannot be reached."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(
+                repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=["*.json", "*.safetensors"]
+            )
+        )
+    except Exception as e:  # offline, unknown repo, gated repo, network failure
+        raise FileNotFoundError(
+            f"could not fetch {repo_id!r} from the Hugging Face hub ({type(e).__name__}: {e}). "
+            "Without network access, copy the model to a local folder holding config.json and the "
+            f"*.safetensors files (on a connected machine: `hf download {repo_id} --include '*.json' "
+            "'*.safetensors' --local-dir DIR`) and load it with load_hf_folder(DIR)."
+        ) from e
+
+
 def load_hf_hub(
     repo_id: str,
     *,
@@ -274,20 +295,6 @@ def load_hf_hub(
     param_dtype: Any = jnp.float32,
     mesh: Any = None,
 ) -> Llama:
-    """Download ``config.json`` and the ``*.safetensors`` of ``repo_id`` from the Hugging Face hub
-    (``huggingface_hub.snapshot_download``, cached) and load them with :func:`load_hf_folder`.
-    Raises FileNotFoundError with instructions when the hub cannot be reached."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = snapshot_download(
-            repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=["*.json", "*.safetensors"]
-        )
-    except Exception as e:  # offline, unknown repo, gated repo, network failure
-        raise FileNotFoundError(
-            f"could not fetch {repo_id!r} from the Hugging Face hub ({type(e).__name__}: {e}). "
-            "Without network access, copy the model to a local folder holding config.json and the "
-            f"*.safetensors files (on a connected machine: `hf download {repo_id} --include '*.json' "
-            "'*.safetensors' --local-dir DIR`) and load it with load_hf_folder(DIR)."
-        ) from e
+    """:func:`hub_snapshot` of ``repo_id``, loaded with :func:`load_hf_folder`."""
+    folder = hub_snapshot(repo_id, revision=revision, cache_dir=cache_dir)
     return load_hf_folder(folder, dtype=dtype, param_dtype=param_dtype, mesh=mesh)

@@ -234,18 +234,11 @@ def _load_gguf(path: Path, opts: _Options) -> tuple[Llama, TextTokenizer | None]
 
 
 def _load_hub(repo_id: str, opts: _Options) -> tuple[Llama, TextTokenizer | None]:
-    from huggingface_hub import snapshot_download
+    from zipcal_jax.models.checkpoints import hub_snapshot, load_hf_folder
 
-    from zipcal_jax.models.checkpoints import load_hf_hub
-
-    model = load_hf_hub(repo_id, dtype=opts.dtype, param_dtype=opts.param_dtype, mesh=opts.mesh)
-    # The tokenizer from the snapshot load_hf_hub just fetched (its *.json patterns include tokenizer.json).
-    try:
-        folder = snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors"], local_files_only=True)
-    except Exception as err:  # the snapshot vanished from the hub cache: no tokenizer rather than no model
-        warnings.warn(f"{repo_id}: loading without a tokenizer ({type(err).__name__}: {err})", stacklevel=3)
-        return model, None
-    return model, _tokenizer_in(Path(folder))
+    folder = hub_snapshot(repo_id)  # its *.json patterns bring tokenizer.json along
+    model = load_hf_folder(folder, dtype=opts.dtype, param_dtype=opts.param_dtype, mesh=opts.mesh)
+    return model, _tokenizer_in(folder)
 
 
 # ----------------------------------------------------------------------------- named defaults

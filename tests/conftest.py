@@ -56,3 +56,13 @@ def _private_cache(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def highest_precision():
+    """float32 matmuls at full precision for a module's parity tests (``pytestmark =
+    pytest.mark.usefixtures("highest_precision")``)."""
+    import jax
+
+    with jax.default_matmul_precision("highest"):
+        yield

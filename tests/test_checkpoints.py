@@ -29,15 +29,11 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from hf_models import tiny_hf_llama  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("highest_precision")
+
 
 def _hf_model(tied: bool, kv: int = 2, seed: int = 0):
     return tiny_hf_llama(seed, vocab_size=200, num_key_value_heads=kv, tie_word_embeddings=tied)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _highest_precision():
-    with jax.default_matmul_precision("highest"):
-        yield
 
 
 @pytest.fixture(scope="module")

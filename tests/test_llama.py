@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
 from types import SimpleNamespace
 
@@ -28,6 +25,9 @@ from zipcal_jax.models.checkpoints import load_hf_folder
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from hf_models import tiny_hf_llama  # noqa: E402
+from multidevice import run_on_8_devices  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("highest_precision")
 
 ATOL = 1e-4
 
@@ -51,12 +51,6 @@ CONFIGS = {
 
 def _hf_model(name: str, seed: int = 0):
     return tiny_hf_llama(seed, intermediate_size=112, **CONFIGS[name])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _highest_precision():
-    with jax.default_matmul_precision("highest"):
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -406,12 +400,7 @@ _SHARD_SCRIPT = textwrap.dedent(
 
 
 def test_sharded_forward_equals_unsharded():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, "-c", _SHARD_SCRIPT], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_on_8_devices(_SHARD_SCRIPT)
     for key in ("kv2", "kv1"):
         r = out[key]
         assert r["diff_shard"] < 1e-5 and r["diff_load"] < 1e-5, r

