@@ -94,6 +94,9 @@ def test_parse_spec_options_and_str():
         ("a.jsonl?template={x!r}", ["format spec or conversion"]),
         ("a.txt?unit", ["key=value"]),
         ("s3://bucket/a.txt", ["hf:NAME", "builtin:NAME"]),
+        ("builtin:pydoc?split=validation", ["'validation'", "builtin:pydoc", "train, test, all"]),
+        ("builtin:bigbench/winowhy?split=test", ["'split'", "field", "template"]),
+        ("notes.txt?split=test", ["'split'", "unit"]),
     ],
 )
 def test_parse_spec_errors_name_the_culprit(spec, words):
@@ -263,12 +266,58 @@ def test_hf_local_dataset_folder(tmp_path, monkeypatch):
 def test_builtin_pydoc():
     from pydoc_data.topics import topics
 
-    docs = load_texts("builtin:pydoc?unit=document")
+    docs = load_texts("builtin:pydoc?unit=document&split=all")  # the default split=train holds 90%
     assert len(docs) == len(topics) and docs.rows == list(range(len(topics)))
     paras = load_texts("builtin:pydoc")
     assert len(paras) > 5 * len(topics)
     assert paras.rows == sorted(paras.rows) and all(t.strip() for t in paras.texts)
     assert len(load_texts("builtin:pydoc?limit=7").texts) <= 7
+
+
+@pytest.mark.parametrize("unit", ["paragraph", "line", "document"])
+def test_builtin_split_train_test_partition_all(unit):
+    every = load_texts(f"builtin:pydoc?split=all&unit={unit}")
+    train = load_texts(f"builtin:pydoc?unit={unit}")  # split=train is the default
+    test = load_texts(f"builtin:pydoc?split=test&unit={unit}")
+    assert parse_spec("builtin:pydoc").split == "train"  # the default
+    assert parse_spec("builtin:kjv?split=test").split == "test"
+    if unit == "document":  # the boundary document is cut in two, between two paragraphs
+        k = len(train) - 1
+        assert len(train) + len(test) == len(every) + 1
+        assert train.texts[:k] == every.texts[:k] and test.texts[1:] == every.texts[k + 1 :]
+        cut = every.texts[k]
+        assert cut.startswith(train.texts[k]) and cut.endswith(test.texts[0])
+        assert not cut[len(train.texts[k]) : len(cut) - len(test.texts[0])].strip()  # only a blank line
+    else:
+        assert train.texts + test.texts == every.texts  # in order, nothing lost, nothing shared
+    assert train.rows == sorted(train.rows) and test.rows == sorted(test.rows)
+
+
+def test_builtin_split_sizes_and_determinism():
+    every = load_texts("builtin:pydoc?split=all")
+    train, test = load_texts("builtin:pydoc?split=train"), load_texts("builtin:pydoc?split=test")
+    n = len(every)
+    assert len(test) == n - n * 9 // 10 and 0.09 < len(test) / n < 0.11
+    assert not set(train.texts) & set(test.texts) - set(t for t in every.texts if every.texts.count(t) > 1)
+    assert test.texts == every.texts[len(train) :] and train.texts == every.texts[: len(train)]
+    assert load_texts("builtin:pydoc?split=test").texts == test.texts  # deterministic
+    assert load_texts("builtin:pydoc?split=test&limit=3").texts == test.texts[:3]
+
+
+def test_split_documents_edges():
+    from zipcal_jax.data.readers import split_documents
+
+    docs = ["\n\np0\n\np1\n \n\np2\n", "", "p3\n\n\np4"]
+    assert split_documents(docs, "all") == docs
+    assert split_documents(docs, "train") == ["\n\np0\n\np1\n \n\np2\n", "", "p3"]  # 4 of 5
+    assert split_documents(docs, "test") == ["p4"]
+    assert split_documents(["only one"], "train") == []
+    assert split_documents(["only one"], "test") == ["only one"]
+    assert split_documents([], "test") == [] and split_documents(["\n \n"], "test") == []
+    eleven = ["\n\n".join(f"p{i}" for i in range(11))]
+    assert split_documents(eleven, "test") == ["p9\n\np10"]  # ceil(11 / 10) = 2 held out
+    with pytest.raises(ValueError, match="train, test, all"):
+        split_documents(docs, "dev")
 
 
 # --------------------------------------------------------------------------- reader errors
@@ -506,7 +555,8 @@ def test_debian_builtin_reads_verified_cache():
     cache.atomic_write_bytes(path, text.encode())
     meta = {"sha256": cache.sha256_file(path), "size": path.stat().st_size}
     cache.atomic_write_bytes(path.with_name("kjv.txt.json"), json.dumps(meta).encode())
-    assert len(load_texts("builtin:kjv")) == 2
+    assert len(load_texts("builtin:kjv?split=all")) == 2
+    assert load_texts("builtin:kjv?split=test").texts == [text.split("\n\n")[1].strip()]
     assert load_texts("builtin:kjv?unit=line").texts[:2] == ["Genesis 1", text.split("\n")[1]]
     path.write_text("changed")
     with pytest.raises(cache.ChecksumError):

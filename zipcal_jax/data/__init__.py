@@ -28,7 +28,8 @@ Locations
 ``hf:NAME``                      ``datasets.load_dataset(NAME, config, split=split)`` with
                                  ``config=`` and ``split=`` (default ``train``); NAME may be a
                                  hub id (online) or a local dataset-repository folder
-``builtin:pydoc``                the standard library's ``pydoc_data.topics`` (offline)
+``builtin:pydoc``                the standard library's ``pydoc_data.topics`` (offline);
+                                 like ``kjv`` and ``devil`` it takes ``split=`` (below)
 ``builtin:bigbench/TASK``        a BIG-bench 1.0.0 task, e.g. ``bigbench/winowhy`` or
                                  ``bigbench/logical_deduction/three_objects``; records
                                  ``{"input", "choices", "target"}``, default field ``input``
@@ -50,7 +51,23 @@ Options
 * ``limit=N`` — read only the first N records/units.
 * ``min_chars=N`` — drop texts shorter than N characters once stripped (default 1: drop empty
   ones). Dropped texts are counted (``TextSource.dropped``, ``Candidates.dropped``).
-* ``split=``, ``config=`` — for ``hf:`` and ``save_to_disk`` folders.
+* ``split=``, ``config=`` — for ``hf:`` and ``save_to_disk`` folders: the split to read.
+* ``split=train|test|all`` — for the running-text built-ins (``pydoc``, ``kjv``, ``devil``):
+  their paragraphs (blank-line separated blocks, counted across the source's documents in
+  order) are cut into ``train``, the first 90% and the **default**, and ``test``, the last 10%
+  (``ceil(n / 10)`` of ``n`` paragraphs, so at least one); ``all`` is the whole text. ``unit=`` is
+  then cut within the chosen part (a document that straddles the boundary is cut between two
+  paragraphs) and ``rows`` count within it. Calibration pools use ``train``; evaluation text
+  (perplexity, the cloze tasks of :mod:`zipcal_jax.evals.tasks`) uses ``test``, so the two never
+  share a paragraph. BIG-bench built-ins take no ``split``.
+
+  ==========  ==========================================  ==========================
+  source      paragraphs (train / test)                   words in ``split=test``
+  ==========  ==========================================  ==========================
+  ``pydoc``   2,347 / 261 (Python 3.11; varies)          ~6,200
+  ``kjv``     1,070 / 119 chapters                        ~61,600
+  ``devil``   1,324 / 148 entries                         ~9,300
+  ==========  ==========================================  ==========================
 
 Examples::
 
@@ -59,6 +76,7 @@ Examples::
     qa.jsonl?template=Q: {question} %26 A: {answer}
     hf:allenai/c4?config=en&split=validation&field=text&limit=5000
     builtin:bigbench/winowhy?limit=256
+    builtin:kjv?split=test&unit=document
 
 Python::
 

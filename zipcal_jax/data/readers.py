@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from zipcal_jax.data import builtins
-from zipcal_jax.data.specs import DEFAULT_FIELDS, DISK_MARKERS, SourceSpec, parse_spec
+from zipcal_jax.data.specs import DEFAULT_FIELDS, DISK_MARKERS, TEST_PERCENT, SourceSpec, parse_spec
 
-__all__ = ["TextSource", "load_texts"]
+__all__ = ["TextSource", "load_texts", "split_documents"]
 
 _MISSING = object()
 
@@ -35,7 +35,8 @@ class TextSource:
         spec: the canonical spec string of the source.
         texts: the usable texts, in source order.
         rows: ``rows[i]`` is the index (record, paragraph, line or document, from 0) in the source
-            that ``texts[i]`` came from.
+            that ``texts[i]`` came from; for a running-text built-in, counted within its
+            ``split=`` part.
         dropped: how many units were dropped as empty or shorter than ``min_chars``.
     """
 
@@ -72,6 +73,9 @@ def _decode(data: bytes, path: Path) -> str:
     return text.removeprefix("\ufeff").replace("\r\n", "\n")
 
 
+_PARAGRAPH_BREAK = re.compile(r"\n(?:[ \t]*\n)+")
+
+
 def _units(documents: Iterable[str], unit: str) -> Iterator[str]:
     """Cut running text into paragraphs (blank-line separated), lines, or whole documents."""
     for doc in documents:
@@ -81,7 +85,46 @@ def _units(documents: Iterable[str], unit: str) -> Iterator[str]:
             lines = doc.split("\n")
             yield from lines[:-1] if lines and lines[-1] == "" else lines
         else:
-            yield from re.split(r"\n(?:[ \t]*\n)+", doc.strip("\n"))
+            yield from _PARAGRAPH_BREAK.split(doc.strip("\n"))
+
+
+def _paragraph_spans(doc: str) -> list[tuple[int, int]]:
+    """``(start, end)`` offsets in ``doc`` of its non-blank paragraphs, cut as :func:`_units` cuts them."""
+    lead = len(doc) - len(doc.lstrip("\n"))
+    body = doc.strip("\n")
+    spans, start = [], 0
+    for brk in _PARAGRAPH_BREAK.finditer(body):
+        spans.append((start, brk.start()))
+        start = brk.end()
+    spans.append((start, len(body)))
+    return [(lead + a, lead + b) for a, b in spans if body[a:b].strip()]
+
+
+def split_documents(documents: list[str], split: str) -> list[str]:
+    """The part of running text that a ``split=`` option names.
+
+    The paragraphs (non-blank, blank-line separated blocks) of all documents are counted in
+    order; of their number ``n``, ``train`` keeps the first ``n - ceil(n * TEST_PERCENT / 100)``
+    and ``test`` the rest (at least one when ``n >= 1``); ``all`` keeps everything. The result is
+    again a list of documents: those wholly inside the part, plus the piece of the one document
+    that the boundary cuts (cut between two paragraphs, so paragraph, line and document units
+    are then cut within the part and train and test never share a paragraph).
+    """
+    if split == "all":
+        return list(documents)
+    if split not in ("train", "test"):
+        raise ValueError(f"split {split!r} is not one of train, test, all")
+    where = [(d, a, b) for d, doc in enumerate(documents) for a, b in _paragraph_spans(doc)]
+    n_train = len(where) * (100 - TEST_PERCENT) // 100
+    if split == "train":
+        if n_train == 0:
+            return []
+        d, _, end = where[n_train - 1]
+        return [*documents[:d], documents[d][:end]]
+    if not where:
+        return []
+    d, start, _ = where[n_train]
+    return [documents[d][start:], *documents[d + 1 :]]
 
 
 # --------------------------------------------------------------------------- records
@@ -308,7 +351,7 @@ def _raw_units(spec: SourceSpec, progress: bool) -> tuple[str, Iterable[Any]]:
         else:
             path = builtins.debian_text_path(name)
             documents = [_decode(path.read_bytes(), path)]
-        return "text", _units(documents, spec.unit)
+        return "text", _units(split_documents(documents, spec.split), spec.unit)
     readers = {
         "jsonl": lambda: _jsonl_records(spec.path),
         "json": lambda: _json_records(spec.path),

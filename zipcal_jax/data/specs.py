@@ -15,7 +15,7 @@ from dataclasses import field as dc_field
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-__all__ = ["BUILTINS", "EXTENSIONS", "KINDS", "SourceSpec", "parse_spec"]
+__all__ = ["BUILTINS", "EXTENSIONS", "KINDS", "TEXT_SPLITS", "SourceSpec", "parse_spec"]
 
 #: File extension -> kind of a local file source.
 EXTENSIONS = {".txt": "txt", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -24,6 +24,12 @@ KINDS = ("txt", "jsonl", "json", "parquet", "csv", "disk", "hf", "builtin")
 #: Built-in sources (``bigbench/<task>`` takes any BIG-bench task name).
 BUILTINS = ("pydoc", "kjv", "devil", "bigbench/<task>")
 UNITS = ("paragraph", "line", "document")
+#: ``split=`` values of the running-text built-ins (``pydoc``, ``kjv``, ``devil``): the first 90%
+#: of the paragraphs (default), the last 10% (held out for evaluation), or everything.
+TEXT_SPLITS = ("train", "test", "all")
+#: Percentage of a running-text built-in's paragraphs held out as ``split=test``: the last
+#: ``ceil(n * TEST_PERCENT / 100)`` of its ``n`` paragraphs, so at least one.
+TEST_PERCENT = 10
 #: Files whose presence marks a folder written by ``datasets`` ``save_to_disk``.
 DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 #: Fields tried, in order, when a record source names no ``field`` or ``template``.
@@ -39,7 +45,7 @@ _OPTIONS = {
     "csv": _RECORDS,
     "disk": ("split", *_RECORDS),
     "hf": ("config", "split", *_RECORDS),
-    "builtin:text": ("unit", *_COMMON),
+    "builtin:text": ("split", "unit", *_COMMON),
     "builtin:bigbench": _RECORDS,
 }
 _PREFIXES = {"hf:": "hf", "builtin:": "builtin"}
@@ -120,7 +126,8 @@ class SourceSpec:
         opts = self.options.items() if isinstance(self.options, Mapping) else self.options
         pairs = tuple(sorted((str(k), str(v)) for k, v in opts))
         keys = [k for k, _ in pairs]
-        valid = _OPTIONS[_option_group(self.kind, self.location)]
+        group = _option_group(self.kind, self.location)
+        valid = _OPTIONS[group]
         for key, value in pairs:
             if key not in valid:
                 raise ValueError(
@@ -130,6 +137,12 @@ class SourceSpec:
             if keys.count(key) > 1:
                 raise ValueError(f"option {key!r} is given more than once")
             _check_value(key, value)
+            if key == "split" and group == "builtin:text" and value not in TEXT_SPLITS:
+                raise ValueError(
+                    f"option split={value!r} is not valid for builtin:{self.location}; valid splits: "
+                    f"{', '.join(TEXT_SPLITS)} (train = first 90% of the paragraphs, the default; "
+                    "test = the last 10%, held out for evaluation)"
+                )
         if "field" in keys and "template" in keys:
             raise ValueError("give either field= or template=, not both")
         object.__setattr__(self, "options", pairs)
@@ -155,6 +168,15 @@ class SourceSpec:
     def unit(self) -> str:
         """``unit=``: how running text is cut into candidates (default ``paragraph``)."""
         return self.get("unit", "paragraph")
+
+    @property
+    def split(self) -> str | None:
+        """``split=``: a split name (``hf:``, save_to_disk folders), or for the running-text
+        built-ins one of :data:`TEXT_SPLITS`, where it defaults to ``train``; None otherwise."""
+        value = self.get("split")
+        if value is None and _option_group(self.kind, self.location) == "builtin:text":
+            return "train"
+        return value
 
     @property
     def field(self) -> str | None:
