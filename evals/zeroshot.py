@@ -648,7 +648,7 @@ def to_markdown(results: dict[str, Any]) -> str:
         cells = " | ".join(f"{mean[m]:.4f}" if m in mean else "–" for m in METRICS)
         lines.append(f"| **mean** | | {cells} |")
     for name, reason in results.get("skipped", {}).items():
-        lines.append(f"\nSkipped {name}: {reason}")
+        lines.append(f"\nSkipped {name}: {str(reason).splitlines()[0]}")  # the JSON keeps it whole
     cfg = results.get("config", {})
     settings = ", ".join(f"{k}={cfg[k]}" for k in ("limit", "seed", "max_length", "add_bos") if k in cfg)
     if "seconds" in results:

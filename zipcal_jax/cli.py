@@ -3,6 +3,7 @@
 Verbs:
   zipcal select     choose a calibration set and write it to a folder
   zipcal plot-zipf  rank-frequency curves (log-log) of the pool and of chosen sets
+  zipcal eval       perplexity and zero-shot accuracy of a model
   zipcal demo       the main job on built-in offline data (select; compression and
                     evaluation join when they land)
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_TOKENIZER = "smollm2-135m"
+DEFAULT_MODEL = "smollm2-135m"
 DEMO_DATA = ("builtin:pydoc?min_chars=40",)
 
 
@@ -52,6 +54,23 @@ class PlotConfig:
     seed: int = 0
     windows: bool = False
     out: str = "zipf.png"
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Settings of ``zipcal eval``."""
+
+    model: str = DEFAULT_MODEL
+    ppl: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+    limit: int | None = None
+    seqlen: int = 2048
+    max_windows: int | None = None
+    batch_size: int = 8
+    dtype: str = "float32"
+    seed: int = 0
+    out: str | None = None
     progress: bool = True
 
 
@@ -257,6 +276,48 @@ def _parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("--out", default=unset, help=f"PNG path (default: {d.out})")
 
+    ev = verbs.add_parser("eval", help="perplexity and zero-shot accuracy of a model")
+    d = EvalConfig()
+    ev.add_argument(
+        "--model",
+        default=unset,
+        help=f"model spec: folder, .gguf, hub id or named default (default: {d.model})",
+    )
+    ev.add_argument(
+        "--ppl",
+        action="append",
+        metavar="SOURCE",
+        default=unset,
+        help="perplexity source (repeat the flag for several): pydoc, kjv, devil, wikitext2, c4, "
+        "a .txt file or any data spec",
+    )
+    ev.add_argument(
+        "--tasks",
+        action="append",
+        metavar="NAMES",
+        default=unset,
+        help="zero-shot tasks or suites, comma-separated (e.g. offline, piqa@file.jsonl)",
+    )
+    ev.add_argument("--limit", type=int, default=unset, help="first N examples of each task (default: all)")
+    ev.add_argument(
+        "--seqlen", type=int, default=unset, help=f"perplexity window length (default: {d.seqlen})"
+    )
+    ev.add_argument(
+        "--max-windows", type=int, default=unset, help="first N perplexity windows (default: all)"
+    )
+    ev.add_argument(
+        "--batch-size", type=int, default=unset, help=f"rows per forward (default: {d.batch_size})"
+    )
+    ev.add_argument(
+        "--dtype", default=unset, choices=["float32", "bfloat16"], help=f"model dtype (default: {d.dtype})"
+    )
+    ev.add_argument("--seed", type=int, default=unset, help=f"seeds the cloze tasks (default: {d.seed})")
+    ev.add_argument("--out", default=unset, help="output folder (default: runs/eval-MODEL)")
+    ev.add_argument(
+        "--no-progress", dest="progress", action="store_false", default=unset, help="hide progress bars"
+    )
+    ev.add_argument("--config", default=None, help="JSON file with any of these settings (flags override it)")
+
     demo = verbs.add_parser(
         "demo", help="select on built-in offline data and compare methods", formatter_class=fmt
     )
@@ -264,6 +325,61 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--nsamples", type=int, default=128, help="samples per method")
     demo.add_argument("--out", default="runs/demo", help="output folder")
     return p
+
+
+def _split_list(values: list[str] | str) -> list[str]:
+    """``["a,b", "c"]`` or ``"a,b"`` → ``["a", "b", "c"]``."""
+    values = [values] if isinstance(values, str) else values
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], str]:
+    """Load ``cfg.model``, measure perplexity on each ``cfg.ppl`` source and zero-shot accuracy on
+    ``cfg.tasks``; write ``eval.json``, ``eval.md`` and ``config.json`` to the output folder."""
+    import jax.numpy as jnp
+
+    from zipcal_jax.evals import perplexity, zeroshot
+    from zipcal_jax.models import llama
+
+    ppl_sources = [cfg.ppl] if isinstance(cfg.ppl, str) else list(cfg.ppl)
+    tasks = _split_list(cfg.tasks)
+    if not ppl_sources and not tasks:
+        raise ValueError(
+            "nothing to evaluate: give --ppl SOURCE (e.g. pydoc) and/or --tasks NAMES (e.g. offline)"
+        )
+    if cfg.dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"--dtype must be float32 or bfloat16, got {cfg.dtype!r}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ValueError(f"--limit must be a positive number of examples per task, got {cfg.limit}")
+    out = Path(cfg.out or f"runs/eval-{Path(cfg.model).name}")
+    start = time.perf_counter()
+    model, tokenizer = llama.load(cfg.model, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.dtype))
+    if tokenizer is None:
+        raise ValueError(
+            f"model {cfg.model!r} carries no tokenizer; save one next to its weights (tokenizer.json)"
+        )
+    results: dict[str, Any] = {"model": cfg.model, "dtype": cfg.dtype, "perplexity": {}, "zeroshot": None}
+    lines = []
+    for source in ppl_sources:
+        r = perplexity.evaluate(model, tokenizer, source, seqlen=cfg.seqlen, max_windows=cfg.max_windows,
+                                batch_size=cfg.batch_size, progress=cfg.progress)  # fmt: skip
+        results["perplexity"][source] = r
+        lines.append({"source": source, "ppl": r["ppl"], "windows": r["windows"], "seqlen": r["seqlen"],
+                      "tokens": r["tokens"], "seconds": r["seconds"]})  # fmt: skip
+    text = []
+    if lines:
+        text += ["Perplexity", "", _markdown(lines), ""]
+    if tasks:
+        zs = zeroshot.evaluate(model, tokenizer, tasks, limit=cfg.limit, seed=cfg.seed,
+                               batch_size=cfg.batch_size, progress=cfg.progress)  # fmt: skip
+        results["zeroshot"] = zs
+        text += ["Zero-shot", "", zeroshot.to_markdown(zs), ""]
+    results["seconds"] = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(results, indent=1, default=str))
+    (out / "eval.md").write_text("\n".join(text))
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    return results, "\n".join(text) + f"\nwrote {out}/ (eval.json, eval.md, config.json)"
 
 
 def _config(cls, args: argparse.Namespace):
@@ -279,8 +395,9 @@ def _config(cls, args: argparse.Namespace):
     if unknown:
         raise ValueError(f"unknown settings {sorted(unknown)} in --config; valid: {sorted(names)}")
     values.update({k: v for k, v in vars(args).items() if k in names})
-    if isinstance(values.get("methods"), str):
-        values["methods"] = [m.strip() for m in values["methods"].split(",") if m.strip()]
+    for key in ("methods", "tasks"):  # --ppl specs may hold commas: repeat the flag
+        if key in values:
+            values[key] = _split_list(values[key])
     return cls(**values)
 
 
@@ -319,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
             _, text = run_select(_config(SelectConfig, args))
         elif args.verb == "plot-zipf":
             _, text = run_plot(_config(PlotConfig, args))
+        elif args.verb == "eval":
+            _, text = run_eval(_config(EvalConfig, args))
         else:
             text = run_demo(args.tokenizer, args.nsamples, args.out)
     except (ValueError, FileNotFoundError, ConnectionError) as err:
