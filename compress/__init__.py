@@ -1,4 +1,34 @@
-"""Compression (``zipcal_jax.compress``): Wanda, SparseGPT and GPTQ.
+"""Compression (``zipcal_jax.compress``): Wanda, SparseGPT and GPTQ on JAX.
 
-Not implemented yet; see the project's open issues. Importing this package is safe.
+Low-level solvers take weights in the papers' layout ``W: (d_out, d_in)`` (a row is an output
+channel) and the input statistic of the layer (``H = 2/N · XᵀX: (d_in, d_in)``, or its diagonal
+for Wanda). A prune mask is a bool array shaped like its weight, True where the weight is pruned.
+
+* ``wanda.prune(W, col_norms_sq, sparsity=0.5, nm=None) -> mask``
+* ``sparsegpt.prune(W, H, sparsity=0.5, nm=None, blocksize=128, percdamp=0.01) -> W_new``
+  (``quantizer=`` for joint sparse + quantized, ``return_info=True`` for loss/damping/mask)
+* ``gptq.quantize(W, H, bits=4, group_size=128, sym=False, act_order=False, static_groups=False,
+  blocksize=128, percdamp=0.01) -> (W_dequant, QuantParams)`` (``mse=``, ``return_info=``)
+* ``baselines.magnitude_prune(W, sparsity, nm) -> mask``, ``baselines.rtn_quantize(W, bits,
+  group_size, sym) -> (W_dequant, QuantParams)``
+* ``quant``: the min-max quantizer (``Quantizer``, ``find_params``), ``QuantParams``, and the
+  GPTQ checkpoint layout (``pack(params) -> dict``, ``unpack(dict, bits) -> arrays``).
+
+Submodules load on first use, so ``import zipcal_jax.compress`` stays cheap.
 """
+
+from __future__ import annotations
+
+import importlib
+
+_SUBMODULES = ("baselines", "gptq", "quant", "sparsegpt", "wanda")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_SUBMODULES})
