@@ -11,6 +11,8 @@ for Wanda). A prune mask is a bool array shaped like its weight, True where the 
   blocksize=128, percdamp=0.01) -> (W_dequant, QuantParams)`` (``mse=``, ``return_info=``)
 * ``baselines.magnitude_prune(W, sparsity, nm) -> mask``, ``baselines.rtn_quantize(W, bits,
   group_size, sym) -> (W_dequant, QuantParams)``
+* ``compress(model, calibration, method="wanda", **options) -> (model, report)``: the
+  layer-sequential pipeline (``pipeline``), statistics capture in ``capture``
 * ``quant``: the min-max quantizer (``Quantizer``, ``find_params``), ``QuantParams``, and the
   GPTQ checkpoint layout (``pack(params) -> dict``, ``unpack(dict, bits) -> arrays``).
 
@@ -21,14 +23,16 @@ from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("baselines", "gptq", "quant", "sparsegpt", "wanda")
+_SUBMODULES = ("baselines", "capture", "gptq", "pipeline", "quant", "sparsegpt", "wanda")
 
 
 def __getattr__(name: str):
+    if name == "compress":
+        return importlib.import_module(f"{__name__}.pipeline").compress
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted({*globals(), *_SUBMODULES})
+    return sorted({*globals(), *_SUBMODULES, "compress"})

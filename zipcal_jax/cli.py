@@ -4,6 +4,7 @@ Verbs:
   zipcal select     choose a calibration set and write it to a folder
   zipcal plot-zipf  rank-frequency curves (log-log) of the pool and of chosen sets
   zipcal eval       perplexity and zero-shot accuracy of a model
+  zipcal compress   prune or quantize a model layer by layer with a calibration set
   zipcal demo       the main job on built-in offline data (select; compression and
                     evaluation join when they land)
 
@@ -70,6 +71,31 @@ class EvalConfig:
     batch_size: int = 8
     dtype: str = "float32"
     seed: int = 0
+    out: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class CompressConfig:
+    """Settings of ``zipcal compress`` (method options not used by ``method`` are ignored)."""
+
+    model: str = DEFAULT_MODEL
+    calib: str | None = None
+    method: str = "wanda"
+    sparsity: float = 0.5
+    nm: str | None = None
+    bits: int = 4
+    group_size: int = 128
+    sym: bool = False
+    act_order: bool = False
+    static_groups: bool = False
+    blocksize: int = 128
+    percdamp: float = 0.01
+    propagate: str = "compressed"
+    true_sequential: bool = False
+    batch_size: int = 8
+    checkpoint_dir: str | None = None
+    dtype: str = "float32"
     out: str | None = None
     progress: bool = True
 
@@ -318,6 +344,41 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--config", default=None, help="JSON file with any of these settings (flags override it)")
 
+    cp = verbs.add_parser("compress", help="prune or quantize a model with a calibration set")
+    d = CompressConfig()
+    cp.add_argument("--model", default=unset, help=f"model spec (default: {d.model})")
+    cp.add_argument("--calib", default=unset, help="calibration-set folder written by `zipcal select`")
+    cp.add_argument("--method", default=unset, choices=["wanda", "sparsegpt", "gptq", "magnitude", "rtn"],
+                    help=f"compression method (default: {d.method})")  # fmt: skip
+    cp.add_argument("--sparsity", type=float, default=unset, help=f"pruned fraction (default: {d.sparsity})")
+    cp.add_argument("--nm", default=unset, help="N:M pattern, n zeros in every m inputs, e.g. 2:4")
+    cp.add_argument("--bits", type=int, default=unset, help=f"quantization bits (default: {d.bits})")
+    cp.add_argument("--group-size", type=int, default=unset,
+                    help=f"inputs per quantization group, -1 = per row (default: {d.group_size})")  # fmt: skip
+    cp.add_argument("--sym", action="store_true", default=unset, help="symmetric quantization grid")
+    cp.add_argument("--act-order", action="store_true", default=unset, help="GPTQ: descending diag(H) order")
+    cp.add_argument(
+        "--static-groups", action="store_true", default=unset, help="GPTQ: groups fitted up front"
+    )
+    cp.add_argument("--blocksize", type=int, default=unset, help=f"OBS block width (default: {d.blocksize})")
+    cp.add_argument("--percdamp", type=float, default=unset, help=f"relative damping (default: {d.percdamp})")
+    cp.add_argument("--propagate", default=unset, choices=["compressed", "dense"],
+                    help=f"next layer's inputs from the compressed or dense layer (default: {d.propagate})")  # fmt: skip
+    cp.add_argument("--true-sequential", action="store_true", default=unset,
+                    help="recollect inputs after q/k/v, o, gate/up in turn")  # fmt: skip
+    cp.add_argument(
+        "--batch-size", type=int, default=unset, help=f"samples per forward (default: {d.batch_size})"
+    )
+    cp.add_argument("--checkpoint-dir", default=unset, help="save progress per layer there; resume from it")
+    cp.add_argument(
+        "--dtype", default=unset, choices=["float32", "bfloat16"], help=f"model dtype (default: {d.dtype})"
+    )
+    cp.add_argument("--out", default=unset, help="output folder (default: runs/compress-MODEL-METHOD)")
+    cp.add_argument(
+        "--no-progress", dest="progress", action="store_false", default=unset, help="hide progress bars"
+    )
+    cp.add_argument("--config", default=None, help="JSON file with any of these settings (flags override it)")
+
     demo = verbs.add_parser(
         "demo", help="select on built-in offline data and compare methods", formatter_class=fmt
     )
@@ -382,6 +443,41 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], str]:
     return results, "\n".join(text) + f"\nwrote {out}/ (eval.json, eval.md, config.json)"
 
 
+def run_compress(cfg: CompressConfig) -> tuple[dict[str, Any], str]:
+    """Load ``cfg.model`` and the calibration set ``cfg.calib``, compress layer by layer, save the
+    model (Orbax, with its tokenizer) and write ``report.json`` and ``config.json`` to ``cfg.out``."""
+    import jax.numpy as jnp
+
+    from zipcal_jax.calibration import CalibrationSet
+    from zipcal_jax.compress.pipeline import METHODS, compress
+    from zipcal_jax.models import llama
+
+    if not cfg.calib:
+        raise ValueError("give --calib DIR: a calibration set written by `zipcal select`")
+    if cfg.method not in METHODS:
+        raise ValueError(f"--method must be one of {sorted(METHODS)}, got {cfg.method!r}")
+    if cfg.dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"--dtype must be float32 or bfloat16, got {cfg.dtype!r}")
+    out = Path(cfg.out or f"runs/compress-{Path(cfg.model).name}-{cfg.method}")
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"output folder {out} is not empty; choose a fresh --out")
+    calib = CalibrationSet.load(cfg.calib)
+    model, tokenizer = llama.load(cfg.model, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.dtype))
+    options = {k: getattr(cfg, k) for k in METHODS[cfg.method]}
+    model, report = compress(model, calib, cfg.method, propagate=cfg.propagate,
+                             true_sequential=cfg.true_sequential, batch_size=cfg.batch_size,
+                             checkpoint_dir=cfg.checkpoint_dir, progress=cfg.progress, **options)  # fmt: skip
+    report["model"], report["calib"] = cfg.model, cfg.calib
+    llama.save(model, out / "model", tokenizer=tokenizer)
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    t = report["totals"]
+    rows = [{"method": cfg.method, "modules": t["modules"], "sparsity": t["mean_sparsity"],
+             "loss": t["loss"], "output_error": t["output_error"], "fallbacks": t["fallbacks"],
+             "forward_s": t["seconds_forward"], "solve_s": t["seconds_solve"]}]  # fmt: skip
+    return report, _markdown(rows) + f"\n\nwrote {out}/ (model/, report.json, config.json)"
+
+
 def _config(cls, args: argparse.Namespace):
     """The verb's config: dataclass defaults, then the ``--config`` file, then typed flags."""
     values: dict[str, Any] = {}
@@ -438,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
             _, text = run_plot(_config(PlotConfig, args))
         elif args.verb == "eval":
             _, text = run_eval(_config(EvalConfig, args))
+        elif args.verb == "compress":
+            _, text = run_compress(_config(CompressConfig, args))
         else:
             text = run_demo(args.tokenizer, args.nsamples, args.out)
     except (ValueError, FileNotFoundError, ConnectionError) as err:

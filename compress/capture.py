@@ -1,0 +1,141 @@
+"""Calibration capture: the inputs every linear of a decoder layer sees, and their statistics.
+
+A LLaMA decoder layer has four *input sites*; the seven linears read them as follows::
+
+    attn_in = input_layernorm(h)                       -> q_proj, k_proj, v_proj   (B, T, D)
+    o_in    = attention(rope(q), rope(k), v)           -> o_proj                   (B, T, N*H)
+    mlp_in  = post_attention_layernorm(h + o_proj(o_in)) -> gate_proj, up_proj     (B, T, D)
+    down_in = silu(gate_proj(mlp_in)) * up_proj(mlp_in) -> down_proj               (B, T, F)
+
+:func:`layer_sites` re-implements ``DecoderLayer.__call__`` from its submodules and returns these
+activations next to the layer output (bit-identical to ``layer(h, positions, mask)``).
+:func:`accumulate` adds ``Σ_t x_t x_tᵀ`` over the real (unmasked) tokens of a batch to a running
+float32 sum per site, under ``jit``: one H per site, shared by the linears that read it (anchors
+note §8.2). ``H = 2/N · Σ`` with ``N`` the real tokens (:func:`hessian`); Wanda's ``scaler_row``
+is ``diag(Σ) / N_seq`` (note §1.1, sequences, not tokens; a per-column constant either way).
+
+Sharding: a batch whose sample axis is sharded over a mesh axis (``data``) gives the same jitted
+program a sharded contraction; XLA reduces the partial sums across devices (a psum) and the
+sums come back replicated.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from zipcal_jax.models.llama import apply_rope, attention, positions_from_mask, rope_frequencies
+
+# Input site -> the linears (relative names, LINEAR_MODULES order) that read it.
+SITES: dict[str, tuple[str, ...]] = {
+    "attn_in": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "o_in": ("self_attn.o_proj",),
+    "mlp_in": ("mlp.gate_proj", "mlp.up_proj"),
+    "down_in": ("mlp.down_proj",),
+}
+SITE_OF = {linear: site for site, linears in SITES.items() for linear in linears}
+# The true-sequential groups, in forward order (SparseGPT/GPTQ ``--true-sequential``, note §2.4).
+GROUPS: tuple[str, ...] = ("attn_in", "o_in", "mlp_in", "down_in")
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def layer_sites(layer, h: jax.Array, positions: jax.Array, mask: jax.Array) -> tuple[jax.Array, dict]:
+    """``DecoderLayer`` forward that also returns the four input sites.
+
+    h: (B, T, D); positions: (B, T) int32; mask: (B, T, T) bool (as ``Llama.prepare_inputs``).
+    Returns ``(out (B, T, D), {"attn_in", "o_in", "mlp_in", "down_in"})``.
+    """
+    attn, mlp = layer.self_attn, layer.mlp
+    cfg = attn.cfg
+    B, T, _ = h.shape
+    N, K, H = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    inv_freq = rope_frequencies(cfg)
+    attn_in = layer.input_layernorm(h)  # (B, T, D)
+    q = apply_rope(attn.q_proj(attn_in).reshape(B, T, N, H), positions, inv_freq)
+    k = apply_rope(attn.k_proj(attn_in).reshape(B, T, K, H), positions, inv_freq)
+    v = attn.v_proj(attn_in).reshape(B, T, K, H)
+    o_in = attention(q, k, v, mask)  # (B, T, N*H)
+    h = h + attn.o_proj(o_in)
+    mlp_in = layer.post_attention_layernorm(h)  # (B, T, D)
+    down_in = jax.nn.silu(mlp.gate_proj(mlp_in)) * mlp.up_proj(mlp_in)  # (B, T, F)
+    out = h + mlp.down_proj(down_in)
+    return out, {"attn_in": attn_in, "o_in": o_in, "mlp_in": mlp_in, "down_in": down_in}
+
+
+def positions_and_mask(token_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(B, T) bool real-token mask → positions (B, T) and the causal key mask (B, T, T), exactly
+    as ``Llama.prepare_inputs`` builds them."""
+    T = token_mask.shape[1]
+    mask = jnp.tril(jnp.ones((T, T), bool)) & token_mask[:, None, :]
+    return positions_from_mask(token_mask), mask
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def embed(graphdef: nnx.GraphDef, state: nnx.State, ids: jax.Array) -> jax.Array:
+    """Layer-0 inputs of a batch: the embedding of ``ids`` (B, T) → (B, T, D) (the model's
+    graphdef/state)."""
+    return nnx.merge(graphdef, state).embed_tokens(ids)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def forward(graphdef: nnx.GraphDef, state: nnx.State, h: jax.Array, token_mask: jax.Array) -> jax.Array:
+    """One decoder layer (graphdef/state of a ``DecoderLayer``) on a batch: (B, T, D) → (B, T, D)."""
+    positions, mask = positions_and_mask(token_mask)
+    return nnx.merge(graphdef, state)(h, positions, mask)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5), donate_argnums=4)
+def accumulate(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    h: jax.Array,
+    token_mask: jax.Array,
+    sums: dict[str, jax.Array],
+    sites: tuple[str, ...],
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Run one decoder layer on a batch and add ``Σ x xᵀ`` over its real tokens to ``sums``.
+
+    h: (B, T, D) layer inputs; token_mask: (B, T) bool; sums: {site: float32 (d, d)} for every
+    site in ``sites`` (donated). Returns ``(layer output (B, T, D), updated sums)``.
+    """
+    positions, mask = positions_and_mask(token_mask)
+    out, acts = layer_sites(nnx.merge(graphdef, state), h, positions, mask)
+    w = token_mask.astype(jnp.float32)[..., None]  # padding contributes nothing
+    new = {}
+    for site in sites:
+        x = acts[site].astype(jnp.float32)  # (B, T, d)
+        new[site] = sums[site] + jnp.einsum("BTi,BTj->ij", x * w, x, precision=_HIGHEST)
+    return out, new
+
+
+def site_dims(layer) -> dict[str, int]:
+    """Input width of each site of a ``DecoderLayer``."""
+    cfg = layer.self_attn.cfg
+    return {
+        "attn_in": cfg.hidden_size,
+        "o_in": cfg.num_attention_heads * cfg.head_dim,
+        "mlp_in": cfg.hidden_size,
+        "down_in": cfg.intermediate_size,
+    }
+
+
+def zero_sums(layer, sites: tuple[str, ...], sharding=None) -> dict[str, jax.Array]:
+    """Zeroed float32 ``(d, d)`` accumulators for ``sites`` (placed with ``sharding`` if given)."""
+    dims = site_dims(layer)
+    sums = {s: jnp.zeros((dims[s], dims[s]), jnp.float32) for s in sites}
+    return sums if sharding is None else jax.device_put(sums, sharding)
+
+
+def hessian(xtx: jax.Array, n_tokens: int) -> jax.Array:
+    """``H = 2/N · XᵀX`` (the SparseGPT/GPTQ Hessian) from the running sum and the real-token count."""
+    return xtx * (2.0 / n_tokens)
+
+
+def wanda_scaler_row(xtx: jax.Array, n_sequences: int) -> jax.Array:
+    """Wanda's ``scaler_row = ||X_j||² / N_seq`` (note §1.1): the diagonal of the sum over the
+    number of calibration *sequences*."""
+    return jnp.diagonal(xtx) / n_sequences

@@ -1,0 +1,421 @@
+"""``compress(model, calibration, method=..., **options) -> (model, report)``: the layer-sequential
+calibration pipeline of Wanda, SparseGPT and GPTQ (anchors note §1.3, §2.4).
+
+Flow (the references' ``Catcher`` → per-layer statistics → compress → re-forward pattern):
+
+1. The layer-0 inputs of every calibration sample are captured (the embeddings), in batches of
+   ``batch_size`` samples (the sample count is padded with empty samples to whole batches).
+2. For each decoder layer: all samples run through the layer under ``jit`` while the float32
+   sums ``Σ x xᵀ`` of its four input sites accumulate over the real tokens (:mod:`.capture`);
+   every linear is compressed from its site's statistics; then the samples run through the
+   *compressed* layer and its outputs become the next layer's inputs (``propagate="compressed"``,
+   the reference behaviour; ``"dense"`` keeps the outputs of the dense layer instead, i.e. every
+   layer is calibrated on the uncompressed model's activations).
+3. ``true_sequential=False`` (default) calibrates all seven linears of a layer on the dense layer's
+   activations: Wanda has no other mode (§1.3) and SparseGPT's and GPTQ's ``--true-sequential``
+   flags are off by default (§2.4, §3.2). ``True`` runs the groups q/k/v → o → gate/up → down in
+   turn, re-collecting each group's inputs after the earlier groups were compressed.
+
+Statistics: ``H = 2/N · XᵀX`` with ``N`` the real tokens (the references normalise by sequences;
+damping is relative to ``mean(diag H)``, so the solvers' choices are the same), one H per site,
+shared by the linears that read it. Wanda ranks with ``scaler_row = ||X_j||² / N_seq`` (§1.1).
+Memory: one layer's activations for all samples (inputs and outputs) plus its four Hessians.
+
+Sharding: ``mesh=`` with a ``data`` axis shards every batch's samples over it; the layer's
+parameters are replicated; the sums are reduced across devices inside the jitted contraction.
+
+Resume: with ``checkpoint_dir`` every finished layer writes its compressed weights, the next
+layer's inputs and the report so far (plain ``.npy``/JSON, each written atomically, the state
+file last); a rerun with the same settings continues after the last finished layer and gives the
+identical result.
+
+Report (JSON): per module ``sparsity`` (fraction of exact zeros), ``loss`` (the solver's summed
+OBS loss for SparseGPT/GPTQ; for Wanda, magnitude and RTN the output error below, see
+``loss_kind``), ``output_error`` = ``trace(ΔW H ΔWᵀ)/2 = ||ΔW Xᵀ||²/N`` on the layer's
+calibration inputs (every method, comparable across methods), ``percdamp``/``damp``/
+``attempts``/``fallback`` (GPTQ/SparseGPT damping escalation), ``seconds``; ``totals``;
+``method``, ``options``; ``calibration`` samples and tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from zipcal_jax.compress import capture
+
+METHODS: dict[str, dict[str, Any]] = {
+    "wanda": {"sparsity": 0.5, "nm": None},
+    "sparsegpt": {"sparsity": 0.5, "nm": None, "blocksize": 128, "percdamp": 0.01},
+    "gptq": {
+        "bits": 4,
+        "group_size": 128,
+        "sym": False,
+        "act_order": False,
+        "static_groups": False,
+        "blocksize": 128,
+        "percdamp": 0.01,
+        "mse": False,
+    },
+    "magnitude": {"sparsity": 0.5, "nm": None},
+    "rtn": {"bits": 4, "group_size": 128, "sym": False},
+}
+_STATE = "state.json"
+_FORMAT = "zipcal-compress-checkpoint"
+
+
+class StopAfterLayer(RuntimeError):
+    """Raised by the ``stop_after`` test hook (a simulated crash)."""
+
+
+def parse_nm(nm: Any) -> tuple[int, int] | None:
+    """``None``, ``"2:4"`` or ``(2, 4)`` → ``(n, m)`` (n zeros in every m inputs)."""
+    if nm is None or nm == "":
+        return None
+    if isinstance(nm, str):
+        try:
+            n, m = (int(v) for v in nm.split(":"))
+        except ValueError as e:
+            raise ValueError(f"nm={nm!r} must look like '2:4' (n zeros in every m inputs)") from e
+        return n, m
+    n, m = nm
+    return int(n), int(m)
+
+
+def resolve_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The method's defaults updated with ``options``; unknown names raise ValueError."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    unknown = set(options) - set(METHODS[method])
+    if unknown:
+        raise ValueError(f"{method} does not take {sorted(unknown)}; its options: {sorted(METHODS[method])}")
+    resolved = {**METHODS[method], **options}
+    if "nm" in resolved:
+        resolved["nm"] = parse_nm(resolved["nm"])
+    return resolved
+
+
+def _calibration_arrays(calibration: Any, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    if hasattr(calibration, "ids") and hasattr(calibration, "mask"):
+        ids, mask = calibration.ids, calibration.mask
+    else:
+        try:
+            ids, mask = calibration
+        except (TypeError, ValueError) as e:
+            raise ValueError("calibration must be a CalibrationSet or an (ids, mask) pair of arrays") from e
+    ids, mask = np.asarray(ids), np.asarray(mask).astype(bool)
+    if ids.ndim != 2 or ids.shape != mask.shape:
+        raise ValueError(f"calibration ids {ids.shape} and mask {mask.shape} must both be (samples, seqlen)")
+    if not mask.any():
+        raise ValueError(
+            "the calibration set has no real tokens (its mask is all False); select a non-empty set"
+        )
+    real = ids[mask]
+    if real.min() < 0 or real.max() >= vocab_size:
+        raise ValueError(
+            f"calibration token ids span [{real.min()}, {real.max()}] but the model's vocabulary has "
+            f"{vocab_size} ids: the set was tokenized for another model; select it with this model's tokenizer"
+        )
+    return np.where(mask, ids, 0).astype(np.int32), mask
+
+
+def _fingerprint(model, ids, mask, method, options, propagate, true_sequential, batch_size) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(ids).tobytes())
+    h.update(np.ascontiguousarray(mask).tobytes())
+    cfg = dataclasses.asdict(model.cfg)
+    settings = [cfg, method, options, propagate, true_sequential, batch_size, str(model.dtype)]
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    from zipcal_jax.cache import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    from zipcal_jax.cache import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
+
+
+def _compress_linear(W: jax.Array, xtx: jax.Array, n_tokens: int, n_seq: int, method: str, opts: dict):
+    """Compress ``W: (d_out, d_in)`` (float32) given its site's ``Σ x xᵀ``. Returns
+    ``(W_new, record, extras)``; ``extras`` holds ``mask``/``params`` for callbacks."""
+    from zipcal_jax.compress import baselines, gptq, sparsegpt, wanda
+
+    H = capture.hessian(xtx, n_tokens)
+    record: dict[str, Any] = {}
+    extras: dict[str, Any] = {}
+    if method == "wanda":
+        mask = wanda.prune(W, capture.wanda_scaler_row(xtx, n_seq), opts["sparsity"], opts["nm"])
+        W_new, extras["mask"] = jnp.where(mask, 0, W), mask
+    elif method == "magnitude":
+        mask = baselines.magnitude_prune(W, opts["sparsity"], opts["nm"])
+        W_new, extras["mask"] = jnp.where(mask, 0, W), mask
+    elif method == "rtn":
+        W_new, extras["params"] = baselines.rtn_quantize(W, opts["bits"], opts["group_size"], opts["sym"])
+    else:
+        if method == "sparsegpt":
+            W_new, info = sparsegpt.prune(W, H, opts["sparsity"], opts["nm"], opts["blocksize"],
+                                          opts["percdamp"], return_info=True)  # fmt: skip
+            extras["mask"] = info.mask
+        else:
+            W_new, params, info = gptq.quantize(
+                W, H, opts["bits"], opts["group_size"], opts["sym"], opts["act_order"],
+                opts["static_groups"], opts["blocksize"], opts["percdamp"], mse=opts["mse"],
+                return_info=True,
+            )  # fmt: skip
+            extras["params"] = params
+        record.update(loss=float(info.loss), loss_kind="obs", percdamp=float(info.percdamp),
+                      damp=float(info.damp), attempts=int(info.attempts), fallback=bool(info.fallback))  # fmt: skip
+    dW = W_new - W
+    out_err = float(jnp.sum(jnp.matmul(dW, H, precision=jax.lax.Precision.HIGHEST) * dW) / 2)
+    record["output_error"] = out_err
+    if "loss" not in record:
+        record.update(
+            loss=out_err, loss_kind="output_error", percdamp=None, damp=None, attempts=1, fallback=False
+        )
+    record["sparsity"] = float(jnp.mean(W_new == 0))
+    return W_new, record, extras
+
+
+def _put(x: np.ndarray, sharding) -> jax.Array:
+    return jax.device_put(x, sharding) if sharding is not None else jnp.asarray(x)
+
+
+def compress(
+    model,
+    calibration: Any,
+    method: str = "wanda",
+    *,
+    propagate: str = "compressed",
+    true_sequential: bool = False,
+    batch_size: int = 8,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
+    data_axis: str = "data",
+    callback: Callable[[str, jax.Array, dict], None] | None = None,
+    stop_after: int | None = None,
+    **options: Any,
+):
+    """Compress every decoder-layer linear of ``model`` in place, layer by layer.
+
+    Args:
+      model: a ``zipcal_jax.models.llama.Llama`` (its linears are replaced; ``lm_head`` and the
+        embedding are kept, as in the references).
+      calibration: a ``CalibrationSet`` or an ``(ids, mask)`` pair of ``(samples, seqlen)`` arrays.
+      method: ``"wanda"`` (options ``sparsity``, ``nm``), ``"sparsegpt"`` (+ ``blocksize``,
+        ``percdamp``), ``"gptq"`` (``bits``, ``group_size``, ``sym``, ``act_order``,
+        ``static_groups``, ``blocksize``, ``percdamp``, ``mse``), ``"magnitude"`` (``sparsity``,
+        ``nm``) or ``"rtn"`` (``bits``, ``group_size``, ``sym``). Defaults: the low-level
+        functions' (``METHODS``); ``nm`` may be ``"2:4"`` or ``(2, 4)``.
+      propagate: ``"compressed"`` (next layer's inputs from the compressed layer, the references)
+        or ``"dense"`` (from the dense layer).
+      true_sequential: recollect inputs after each group q/k/v → o → gate/up → down.
+      batch_size: samples per forward (rounded up to a multiple of the ``data`` axis size).
+      checkpoint_dir: save progress per layer there and resume from it.
+      progress: tqdm bar over layers.
+      mesh, data_axis: shard samples over ``mesh.shape[data_axis]`` devices.
+      callback: ``callback(name, W_new, extras)`` after each linear (``extras``: ``mask`` and/or
+        ``params`` (``QuantParams``), and the module's report record).
+      stop_after: test hook: raise :class:`StopAfterLayer` once layer ``stop_after`` is saved.
+
+    Returns ``(model, report)`` (the same model object, compressed).
+    """
+    from tqdm.auto import tqdm
+
+    from zipcal_jax.models import llama
+
+    opts = resolve_options(method, options)
+    if propagate not in ("compressed", "dense"):
+        raise ValueError(f"propagate={propagate!r} must be 'compressed' or 'dense'")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size={batch_size} must be a positive number of samples")
+    ids, tmask = _calibration_arrays(calibration, model.cfg.vocab_size)
+    n_seq, T = ids.shape
+    n_tokens = int(tmask.sum())
+    batch_sharding = replicated = None
+    batch_size = int(batch_size)
+    if mesh is not None:
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        n_dev = mesh.shape[data_axis]
+        batch_size = -(-batch_size // n_dev) * n_dev
+        batch_sharding = NamedSharding(mesh, PartitionSpec(data_axis))
+        replicated = NamedSharding(mesh, PartitionSpec())
+    batch_size = min(batch_size, n_seq) if mesh is None else batch_size
+    n_pad = -(-n_seq // batch_size) * batch_size
+    ids = np.pad(ids, ((0, n_pad - n_seq), (0, 0)))
+    tmask = np.pad(tmask, ((0, n_pad - n_seq), (0, 0)))
+    starts = range(0, n_pad, batch_size)
+    masks = [_put(tmask[s : s + batch_size], batch_sharding) for s in starts]
+
+    report: dict[str, Any] = {
+        "method": method,
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
+        "propagate": propagate,
+        "true_sequential": bool(true_sequential),
+        "batch_size": batch_size,
+        "devices": 1 if mesh is None else int(mesh.shape[data_axis]),
+        "calibration": {"samples": n_seq, "seqlen": T, "tokens": n_tokens},
+        "modules": {},
+        "layers_resumed": 0,
+    }
+    seconds = {"forward": 0.0, "solve": 0.0}
+    start_layer, inps = 0, None
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    fingerprint = _fingerprint(model, ids, tmask, method, report["options"], propagate,
+                               bool(true_sequential), batch_size)  # fmt: skip
+    if ckpt is not None and (ckpt / _STATE).is_file():
+        state = json.loads((ckpt / _STATE).read_text())
+        if state.get("format") != _FORMAT or state.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"{ckpt} holds a checkpoint of another compression run (model, calibration set or "
+                "settings differ); use a fresh --checkpoint-dir or delete it"
+            )
+        start_layer = int(state["next_layer"])
+        for i in range(start_layer):
+            saved = np.load(ckpt / f"layer_{i:04d}.npz")
+            for rel in llama.LINEAR_MODULES:
+                llama.set_linear_weight(model, f"layers.{i}.{rel}", saved[rel])
+        report["modules"] = state["report"]["modules"]
+        seconds = state["report"]["seconds"]
+        report["layers_resumed"] = start_layer
+        if start_layer < len(model.layers):
+            h_all = np.load(ckpt / f"inputs_{start_layer:04d}.npy")
+            inps = [_put(h_all[s : s + batch_size], batch_sharding) for s in starts]
+
+    t0 = time.perf_counter()
+    if inps is None:
+        gd, st = nnx.split(model)
+        if replicated is not None:
+            st = jax.device_put(st, replicated)
+        inps = [capture.embed(gd, st, _put(ids[s : s + batch_size], batch_sharding)) for s in starts]
+    seconds["forward"] += time.perf_counter() - t0
+
+    layers = range(start_layer, len(model.layers))
+    for i in tqdm(layers, desc=f"compress ({method})", unit="layer", disable=not progress):
+        layer = model.layers[i]
+        dense_outs = None
+        groups = [capture.GROUPS] if not true_sequential else [(g,) for g in capture.GROUPS]
+        for group in groups:
+            t0 = time.perf_counter()
+            gd, st = nnx.split(layer)
+            if replicated is not None:
+                st = jax.device_put(st, replicated)
+            sums = capture.zero_sums(layer, group, replicated)
+            keep = propagate == "dense" and dense_outs is None  # the first pass runs the dense layer
+            outs = []
+            for h, m in zip(inps, masks):
+                out, sums = capture.accumulate(gd, st, h, m, sums, group)
+                if keep:
+                    outs.append(out)
+            if keep:
+                dense_outs = outs
+            jax.block_until_ready(sums)
+            seconds["forward"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for site in group:
+                xtx = jax.device_put(sums[site], jax.devices()[0]) if mesh is not None else sums[site]
+                for rel in capture.SITES[site]:
+                    name = f"layers.{i}.{rel}"
+                    t1 = time.perf_counter()
+                    W = jnp.asarray(llama.get_linear_weight(model, name), jnp.float32)
+                    W_new, record, extras = _compress_linear(W, xtx, n_tokens, n_seq, method, opts)
+                    llama.set_linear_weight(model, name, W_new)
+                    record["seconds"] = time.perf_counter() - t1
+                    report["modules"][name] = record
+                    if callback is not None:
+                        callback(name, W_new, {**extras, "record": record})
+            seconds["solve"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if propagate == "dense":
+            inps = dense_outs
+        else:
+            gd, st = nnx.split(layer)
+            if replicated is not None:
+                st = jax.device_put(st, replicated)
+            inps = [capture.forward(gd, st, h, m) for h, m in zip(inps, masks)]
+        jax.block_until_ready(inps)
+        seconds["forward"] += time.perf_counter() - t0
+        if ckpt is not None:
+            _save_progress(ckpt, model, i, inps, report, seconds, fingerprint)
+        if stop_after is not None and i >= stop_after:
+            raise StopAfterLayer(f"stopped after layer {i} (stop_after={stop_after})")
+
+    report["seconds"] = seconds
+    report["totals"] = _totals(report["modules"], seconds)
+    return model, report
+
+
+def _save_progress(ckpt: Path, model, i: int, inps, report, seconds, fingerprint) -> None:
+    """Layer ``i`` is done: its weights, the inputs of layer ``i + 1``, then the state file."""
+    from zipcal_jax.models import llama
+
+    ckpt.mkdir(parents=True, exist_ok=True)
+    weights = {rel: llama.get_linear_weight(model, f"layers.{i}.{rel}") for rel in llama.LINEAR_MODULES}
+    from zipcal_jax.cache import atomic_path
+
+    with atomic_path(ckpt / f"layer_{i:04d}.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **weights)
+    last = i + 1 >= len(model.layers)
+    if not last:
+        _atomic_save(ckpt / f"inputs_{i + 1:04d}.npy", np.concatenate([np.asarray(h) for h in inps]))
+    state = {"format": _FORMAT, "fingerprint": fingerprint, "next_layer": i + 1,
+             "report": {"modules": report["modules"], "seconds": seconds}}  # fmt: skip
+    _atomic_json(ckpt / _STATE, state)
+    (ckpt / f"inputs_{i:04d}.npy").unlink(missing_ok=True)  # superseded
+
+
+def _totals(modules: dict[str, dict], seconds: dict[str, float]) -> dict[str, Any]:
+    recs = list(modules.values())
+    return {
+        "modules": len(recs),
+        "loss": float(sum(r["loss"] for r in recs)),
+        "output_error": float(sum(r["output_error"] for r in recs)),
+        "mean_sparsity": float(np.mean([r["sparsity"] for r in recs])) if recs else 0.0,
+        "fallbacks": int(sum(bool(r["fallback"]) for r in recs)),
+        "max_attempts": int(max((r["attempts"] for r in recs), default=0)),
+        "seconds_forward": float(seconds["forward"]),
+        "seconds_solve": float(seconds["solve"]),
+    }
+
+
+def dense_statistics(model, calibration: Any, batch_size: int = 8) -> tuple[dict[str, np.ndarray], int]:
+    """``{"layers.i.SITE": Σ x xᵀ}`` (float32 NumPy) of every site of the *uncompressed* model over
+    the real tokens, and that token count (``H = 2/N · Σ``). One capture for many compressors."""
+    ids, tmask = _calibration_arrays(calibration, model.cfg.vocab_size)
+    out: dict[str, np.ndarray] = {}
+    gd, st = nnx.split(model)
+    bs = min(int(batch_size), len(ids))
+    n_pad = -(-len(ids) // bs) * bs
+    ids = np.pad(ids, ((0, n_pad - len(ids)), (0, 0)))
+    tmask_p = np.pad(tmask, ((0, n_pad - len(tmask)), (0, 0)))
+    starts = range(0, n_pad, bs)
+    inps = [capture.embed(gd, st, jnp.asarray(ids[s : s + bs])) for s in starts]
+    masks = [jnp.asarray(tmask_p[s : s + bs]) for s in starts]
+    for i, layer in enumerate(model.layers):
+        gd, st = nnx.split(layer)
+        sums = capture.zero_sums(layer, capture.GROUPS)
+        outs = []
+        for h, m in zip(inps, masks):
+            o, sums = capture.accumulate(gd, st, h, m, sums, capture.GROUPS)
+            outs.append(o)
+        out.update({f"layers.{i}.{s}": np.asarray(v) for s, v in sums.items()})
+        inps = outs
+    return out, int(tmask.sum())
