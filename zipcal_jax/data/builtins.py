@@ -107,6 +107,7 @@ def pydoc_documents() -> list[str]:
 def download_bigbench_sdist(dest_dir: Path) -> Path:
     """Fetch ``bigbench-1.0.0.tar.gz`` with ``pip download`` into ``dest_dir``; return its path."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
+    cmd += ["--retries", "1", "--timeout", "30"]  # offline: fail in seconds, not after pip's backoff
     cmd += [f"bigbench=={BIGBENCH_VERSION}", "-d", str(dest_dir)]
     _say(f"downloading the bigbench=={BIGBENCH_VERSION} sdist (~358 MB) with pip; this happens once")
     start = time.perf_counter()
