@@ -2,7 +2,8 @@
 
 The public API:
 
-* :func:`concept_table`, :func:`select`, :class:`Selection` — choose calibration samples.
+* :func:`concept_table`, :func:`select`, :func:`select_multi`, :class:`Selection` — choose
+  calibration samples (one pool, or several pools with a k-center merge).
 * :func:`build_candidates`, :class:`Candidates`, :func:`load_texts`, :func:`parse_spec` —
   text sources and tokenized candidates (see :mod:`zipcal_jax.data` for the spec format).
 * :class:`CalibrationSet`, :func:`set_statistics` — the chosen set, saved and described.
@@ -13,7 +14,7 @@ from zipcal_jax.calibration import CalibrationSet, fit_zipf_exponent, rank_frequ
 from zipcal_jax.concepts import concept_table
 from zipcal_jax.data import Candidates, SourceSpec, TextSource, build_candidates, load_texts, parse_spec
 from zipcal_jax.models.tokenizers import load_tokenizer
-from zipcal_jax.select import METHODS, Selection, select
+from zipcal_jax.select import METHODS, Selection, select, select_multi
 
 __version__ = "0.1.0"
 
@@ -32,5 +33,6 @@ __all__ = [
     "parse_spec",
     "rank_frequency",
     "select",
+    "select_multi",
     "set_statistics",
 ]

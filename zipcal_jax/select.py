@@ -24,9 +24,9 @@ from jax.sharding import PartitionSpec as P
 from zipcal_jax import baselines, greedy
 from zipcal_jax.concepts import num_concepts as _num_concepts
 
-__all__ = ["METHODS", "Selection", "prepare_sets", "select"]
+__all__ = ["METHODS", "Selection", "prepare_sets", "select", "select_multi"]
 
-METHODS = ("zipcal", "random", "zipf", "words", "least_perplexity", "cola")
+METHODS = ("zipcal", "random", "random_tokens", "zipf", "words", "least_perplexity", "cola")
 
 
 @dataclass
@@ -174,8 +174,14 @@ def select(
       k: samples wanted. ``k > n`` warns and returns all ``n``.
       method: ``"zipcal"`` (greedy concept coverage), ``"random"``, ``"zipf"`` (sum of
         1/frequency over distinct words, top-k), ``"words"`` (synthetic bag-of-words
-        samples keeping corpus word frequencies); the model-based ``"least_perplexity"``
-        and ``"cola"`` arrive with the model.
+        samples keeping corpus word frequencies), ``"random_tokens"`` (random candidates,
+        seeded order, drawn until the set holds at least as many real tokens as the exact
+        ZipCal set of the same pool and ``k``: the draw stops at the first candidate that
+        reaches or exceeds that count, so the set size may differ from ``k``; needs
+        ``concepts`` like zipcal), and the model-based ``"least_perplexity"`` (the ``k``
+        lowest mean NLL over real tokens, ties to the lower index) and ``"cola"`` (COLA
+        stage 3: k-means on projected layer activations, see
+        :mod:`zipcal_jax.model_select`), which need ``model``.
       mask: ``bool (n, L)``, True where a real token stands (default: all True).
       concepts: ``concept_table(tokenizer)``, or None to count each token id as its own
         concept.
@@ -219,10 +225,21 @@ def select(
         _check_inputs(ids, mask, concepts)
         indices = baselines.random_indices(n, k, seed)
         return Selection(indices, None, method, time.perf_counter() - start)
+    if method == "random_tokens":
+        return _random_tokens(ids, k, mask, concepts, seed, mesh, batch, start)
     if method in ("least_perplexity", "cola"):
-        raise NotImplementedError(
-            f"method {method!r} needs the JAX LLaMA model, which is not part of this release yet"
-        )
+        if model is None:
+            raise ValueError(f"method {method!r} scores candidates with a model: pass model=...")
+        from zipcal_jax import model_select  # lazy: keeps `import zipcal_jax` model-free
+
+        ids, mask, _, _ = _check_inputs(ids, mask, None)
+        if method == "least_perplexity":
+            indices, scores = model_select.least_perplexity(model, ids, k, mask, mesh=mesh)
+            info = {"nll": scores[indices]}
+        else:
+            indices, _ = model_select.cola(model, ids, k, mask, seed=seed, mesh=mesh)
+            info = {"dim": 64, "n_init": 4}
+        return Selection(indices, None, method, time.perf_counter() - start, info=info)
     ids, mask, _, _ = _check_inputs(ids, mask, None)
     mask = np.ones(ids.shape, bool) if mask is None else mask
     if texts is None:
@@ -242,3 +259,108 @@ def select(
     return Selection(
         np.full(k, -1, np.int64), None, method, time.perf_counter() - start, syn_ids, syn_mask, synth
     )
+
+
+def _random_tokens(ids, k, mask, concepts, seed, mesh, batch, start):
+    """Random candidates in a seeded order until the set holds at least the real-token count of
+    the exact ZipCal set of the same pool and ``k``; stops at the first candidate that reaches or
+    exceeds it (so dropping the last pick leaves the set below the target)."""
+    ids, mask, concepts, _ = _check_inputs(ids, mask, concepts)
+    lengths = (np.ones(ids.shape, bool) if mask is None else mask).sum(1)
+    zc = select(ids, k, method="zipcal", mask=mask, concepts=concepts, mesh=mesh, batch=batch)
+    target = int(lengths[zc.indices].sum())
+    order = baselines.random_indices(len(lengths), len(lengths), seed)
+    count = 0 if target == 0 else int(np.searchsorted(np.cumsum(lengths[order]), target)) + 1
+    indices = order[:count]
+    info = {"target_tokens": target, "tokens": int(lengths[indices].sum()), "zipcal_k": len(zc)}
+    return Selection(indices, None, "random_tokens", time.perf_counter() - start, info=info)
+
+
+def _as_pool(pool):
+    if hasattr(pool, "ids") and hasattr(pool, "mask"):
+        return np.asarray(pool.ids), np.asarray(pool.mask).astype(bool)
+    ids, mask = pool
+    ids = np.asarray(ids)
+    return ids, (np.ones(ids.shape, bool) if mask is None else np.asarray(mask).astype(bool))
+
+
+def select_multi(
+    pools,
+    k: int,
+    *,
+    concepts=None,
+    embed: Any = None,
+    model: Any = None,
+    seed: int = 0,
+    pool_size: int | None = None,
+    mesh: Mesh | None = None,
+    batch: int = 256,
+) -> Selection:
+    """Multi-domain ZipCal: ZipCal on each pool separately, then k-center greedy over the union.
+
+    As the reference code does, each pool selects the full ``k`` (not ``k / len(pools)``); the
+    union is the per-pool selections concatenated in pool order (each in selection order); the
+    k-center greedy (squared L2) starts at union index 0 — the first pick of the first pool — and
+    returns ``min(k, union size)`` picks in k-center order.
+
+    Args:
+      pools: a list of ``(ids, mask)`` pairs (``mask`` may be None) or ``Candidates``.
+      k: samples wanted.
+      concepts: one ``concept_table`` for all pools (same tokenizer), or None.
+      embed: ``callable(ids, mask) -> (n, d)`` embedding the union (rows right-padded to the
+        longest pool with id 0 / mask False); default: the mean of ``model``'s input token
+        embeddings over real tokens (the reference uses MiniLM sentence embeddings, or the LLM's
+        embedding layer for ``least_perplexity``).
+      model: the model for the default embedder.
+      seed, pool_size, mesh, batch: passed to each pool's ZipCal (see :func:`select`).
+
+    Returns:
+      A :class:`Selection` whose ``indices`` refer to the concatenation of the pools in order
+      (pool ``p``'s row ``i`` is ``sum(len(pools[:p])) + i``); ``info["pool"]`` holds each pick's
+      pool and ``info["row"]`` its row within that pool; ``gains`` is None.
+    """
+    if not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"k must be a non-negative int, got {k!r}")
+    if embed is None and model is None:
+        raise ValueError("select_multi embeds the union: pass model=... (default embedder) or embed=...")
+    start = time.perf_counter()
+    pools = [_as_pool(p) for p in pools]
+    if not pools:
+        raise ValueError("select_multi needs at least one pool")
+    offsets = np.cumsum([0] + [len(ids) for ids, _ in pools])
+    pool_of, rows = [], []
+    for p, (ids, mask) in enumerate(pools):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a small pool just gives all its rows
+            sel = select(
+                ids, min(int(k), len(ids)), mask=mask, concepts=concepts, seed=seed,
+                pool_size=pool_size, mesh=mesh, batch=batch,
+            )  # fmt: skip
+        pool_of.append(np.full(len(sel), p, np.int64))
+        rows.append(sel.indices)
+    pool_of, rows = np.concatenate(pool_of), np.concatenate(rows)
+    if k > len(rows):
+        warnings.warn(
+            f"asked for k={k} but the per-pool selections hold {len(rows)}; returning all", stacklevel=2
+        )
+    width = max(ids.shape[1] for ids, _ in pools)
+    u_ids = np.zeros((len(rows), width), np.int32)
+    u_mask = np.zeros((len(rows), width), bool)
+    for j, (p, r) in enumerate(zip(pool_of, rows)):
+        ids, mask = pools[p]
+        u_ids[j, : ids.shape[1]] = np.where(mask[r], ids[r], 0)
+        u_mask[j, : ids.shape[1]] = mask[r]
+    if embed is None:
+        from zipcal_jax import model_select  # lazy: keeps `import zipcal_jax` model-free
+
+        emb = model_select.mean_token_embeddings(model, u_ids, u_mask)
+    else:
+        emb = np.asarray(embed(u_ids, u_mask))
+    if emb.shape[0] != len(rows):
+        raise ValueError(f"embed returned {emb.shape[0]} rows for {len(rows)} samples")
+    from zipcal_jax.model_select import k_center_greedy
+
+    picks = k_center_greedy(emb, min(int(k), len(rows)), first=0)
+    indices = (offsets[pool_of[picks]] + rows[picks]).astype(np.int64)
+    info = {"pool": pool_of[picks], "row": rows[picks], "union_size": len(rows), "first_center": 0}
+    return Selection(indices, None, "zipcal_multi", time.perf_counter() - start, info=info)
