@@ -24,10 +24,17 @@ Memory: one layer's activations for all samples (inputs and outputs) plus its fo
 Sharding: ``mesh=`` with a ``data`` axis shards every batch's samples over it; the layer's
 parameters are replicated; the sums are reduced across devices inside the jitted contraction.
 
-Resume: with ``checkpoint_dir`` every finished layer writes its compressed weights, the next
-layer's inputs and the report so far (plain ``.npy``/JSON, each written atomically, the state
-file last); a rerun with the same settings continues after the last finished layer and gives the
-identical result.
+Resume: with ``checkpoint_dir`` every finished layer ``i`` writes two Orbax checkpoints,
+``layer_{i:04d}/`` (its seven compressed weights, ``{"weights": {...}}``, kept for good) and
+``inputs_{i+1:04d}/`` (the next layer's inputs, one array per batch, saved shard by shard), then
+``state.json`` (settings fingerprint, report so far, ``next_layer``), atomically and last. Only
+the state file makes a folder count: Orbax writes into ``<name>.orbax-checkpoint-tmp`` and renames
+it onto ``<name>`` once complete, a folder of a layer the state file does not count yet (a crash
+before the state file was written) is overwritten, and leftover temporary folders are removed on
+resume. The inputs of layer ``i`` are deleted once layer ``i``'s state is written (only the latest
+are needed), so the folder holds the compressed weights plus one layer's activations. A rerun with
+the same settings restores the weights and the inputs (onto the same ``mesh`` sharding),
+continues after the last finished layer and gives the identical result.
 
 Report (JSON): per module ``sparsity`` (fraction of exact zeros), ``loss`` (the solver's summed
 OBS loss for SparseGPT/GPTQ; for Wanda, magnitude and RTN the output error below, see
@@ -42,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +79,10 @@ METHODS: dict[str, dict[str, Any]] = {
     "rtn": {"bits": 4, "group_size": 128, "sym": False},
 }
 _STATE = "state.json"
-_FORMAT = "zipcal-compress-checkpoint"
+_FORMAT = "zipcal-compress-checkpoint/orbax"
+_LAYER = "layer_{:04d}"  # Orbax: {"weights": {"self_attn": {"q_proj": W, ...}, "mlp": {...}}}
+_INPUTS = "inputs_{:04d}"  # Orbax: {"inputs": {"batch_00000": h, ...}}, that layer's inputs
+_ORBAX_TMP = ".orbax-checkpoint-tmp"  # Orbax's temporary folder suffix (renamed away when complete)
 
 
 class StopAfterLayer(RuntimeError):
@@ -137,13 +148,6 @@ def _fingerprint(model, ids, mask, method, options, propagate, true_sequential, 
     settings = [cfg, method, options, propagate, true_sequential, batch_size, str(model.dtype)]
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()
-
-
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    from zipcal_jax.cache import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, array)
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
@@ -283,22 +287,31 @@ def compress(
                                bool(true_sequential), batch_size)  # fmt: skip
     if ckpt is not None and (ckpt / _STATE).is_file():
         state = json.loads((ckpt / _STATE).read_text())
-        if state.get("format") != _FORMAT or state.get("fingerprint") != fingerprint:
+        if state.get("format") != _FORMAT:
+            raise ValueError(
+                f"{ckpt} holds a compression checkpoint in another format ({state.get('format')!r}, "
+                f"expected {_FORMAT!r}: written by another zipcal version); use a fresh --checkpoint-dir "
+                "or delete it"
+            )
+        if state.get("fingerprint") != fingerprint:
             raise ValueError(
                 f"{ckpt} holds a checkpoint of another compression run (model, calibration set or "
                 "settings differ); use a fresh --checkpoint-dir or delete it"
             )
         start_layer = int(state["next_layer"])
+        _clean_checkpoint(ckpt, start_layer)
         for i in range(start_layer):
-            saved = np.load(ckpt / f"layer_{i:04d}.npz")
+            saved = _orbax_restore(ckpt / _LAYER.format(i))["weights"]
             for rel in llama.LINEAR_MODULES:
-                llama.set_linear_weight(model, f"layers.{i}.{rel}", saved[rel])
+                W = saved
+                for key in rel.split("."):
+                    W = W[key]
+                llama.set_linear_weight(model, f"layers.{i}.{rel}", W)
         report["modules"] = state["report"]["modules"]
         seconds = state["report"]["seconds"]
         report["layers_resumed"] = start_layer
         if start_layer < len(model.layers):
-            h_all = np.load(ckpt / f"inputs_{start_layer:04d}.npy")
-            inps = [_put(h_all[s : s + batch_size], batch_sharding) for s in starts]
+            inps = _restore_inputs(ckpt / _INPUTS.format(start_layer), batch_sharding, len(starts))
 
     t0 = time.perf_counter()
     if inps is None:
@@ -364,22 +377,83 @@ def compress(
 
 
 def _save_progress(ckpt: Path, model, i: int, inps, report, seconds, fingerprint) -> None:
-    """Layer ``i`` is done: its weights, the inputs of layer ``i + 1``, then the state file."""
+    """Layer ``i`` is done: its weights, the inputs of layer ``i + 1`` (both Orbax, complete on
+    return), then the state file (atomic); then layer ``i``'s inputs are superseded."""
+    import orbax.checkpoint as ocp
+
     from zipcal_jax.models import llama
 
     ckpt.mkdir(parents=True, exist_ok=True)
-    weights = {rel: llama.get_linear_weight(model, f"layers.{i}.{rel}") for rel in llama.LINEAR_MODULES}
-    from zipcal_jax.cache import atomic_path
-
-    with atomic_path(ckpt / f"layer_{i:04d}.npz") as tmp, open(tmp, "wb") as f:
-        np.savez(f, **weights)
+    weights: dict[str, Any] = {}
+    for rel in llama.LINEAR_MODULES:
+        W = llama.get_linear_weight(model, f"layers.{i}.{rel}")
+        _nest(weights, rel.split("."), np.ascontiguousarray(W))
     last = i + 1 >= len(model.layers)
-    if not last:
-        _atomic_save(ckpt / f"inputs_{i + 1:04d}.npy", np.concatenate([np.asarray(h) for h in inps]))
+    # force=True: a folder of layer i (or inputs i + 1) can only be left by a run that crashed
+    # before its state file counted it; Orbax writes <name>.orbax-checkpoint-tmp and renames it.
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save((ckpt / _LAYER.format(i)).resolve(), {"weights": weights}, force=True)
+        if not last:
+            batches = {f"batch_{k:05d}": h for k, h in enumerate(inps)}
+            ckptr.save((ckpt / _INPUTS.format(i + 1)).resolve(), {"inputs": batches}, force=True)
+        ckptr.wait_until_finished()
     state = {"format": _FORMAT, "fingerprint": fingerprint, "next_layer": i + 1,
              "report": {"modules": report["modules"], "seconds": seconds}}  # fmt: skip
     _atomic_json(ckpt / _STATE, state)
-    (ckpt / f"inputs_{i:04d}.npy").unlink(missing_ok=True)  # superseded
+    shutil.rmtree(ckpt / _INPUTS.format(i), ignore_errors=True)  # superseded
+
+
+def _nest(tree: dict[str, Any], keys, value: Any) -> None:
+    keys = list(keys)
+    for key in keys[:-1]:
+        tree = tree.setdefault(str(key), {})
+    tree[str(keys[-1])] = value
+
+
+def _orbax_restore(path: Path, sharding=None) -> dict[str, Any]:
+    """The Orbax checkpoint at ``path`` as stored (nested dicts): NumPy arrays, or ``jax.Array``s
+    placed with ``sharding`` when given. A missing or unreadable folder raises ValueError."""
+    import orbax.checkpoint as ocp
+
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            meta = ckptr.metadata(path.resolve()).item_metadata
+            leaves = jax.tree_util.tree_flatten_with_path(meta)[0] if meta is not None else []
+            if not leaves:  # Orbax logs and returns nothing when its metadata files are unreadable
+                raise ValueError("its array metadata is missing or unreadable")
+            target: dict[str, Any] = {}
+            for keypath, m in leaves:
+                keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in keypath]
+                _nest(target, keys, jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding))
+            return ckptr.restore(path.resolve(), target)
+    except Exception as err:  # orbax/tensorstore raise many types for missing, cut or corrupt data
+        raise ValueError(
+            f"cannot restore the compression checkpoint {path}, which {path.parent / _STATE} counts as "
+            f"complete ({type(err).__name__}: {str(err)[:300]}); the folder was damaged after it was "
+            "written: delete the checkpoint folder and compress again"
+        ) from err
+
+
+def _restore_inputs(path: Path, batch_sharding, n_batches: int) -> list[jax.Array]:
+    """The per-batch inputs saved by :func:`_save_progress`, on ``batch_sharding`` (a ``mesh=``
+    run: each device reads its own shards) or on the default device."""
+    batches = _orbax_restore(path, batch_sharding)["inputs"]
+    if len(batches) != n_batches:
+        raise ValueError(f"{path} holds {len(batches)} batches of inputs, expected {n_batches}")
+    return [_put(batches[k], None) if batch_sharding is None else batches[k] for k in sorted(batches)]
+
+
+def _clean_checkpoint(ckpt: Path, next_layer: int) -> None:
+    """Before resuming at ``next_layer``: remove Orbax temporary folders (a crash during a save)
+    and inputs of other layers (a crash between the state file and the deletion, or before the
+    state file counted them); they are never read."""
+    for entry in ckpt.iterdir():
+        stale_inputs = entry.name.startswith("inputs_") and entry.name != _INPUTS.format(next_layer)
+        if _ORBAX_TMP in entry.name or stale_inputs:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def _totals(modules: dict[str, dict], seconds: dict[str, float]) -> dict[str, Any]:
