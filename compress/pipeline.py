@@ -64,7 +64,15 @@ from zipcal_jax.compress import capture
 
 METHODS: dict[str, dict[str, Any]] = {
     "wanda": {"sparsity": 0.5, "nm": None},
-    "sparsegpt": {"sparsity": 0.5, "nm": None, "blocksize": 128, "percdamp": 0.01},
+    # bits: None = prune only; 2/3/4/8 = the joint sparse + quantized mode (per-row grid, §2.5).
+    "sparsegpt": {
+        "sparsity": 0.5,
+        "nm": None,
+        "blocksize": 128,
+        "percdamp": 0.01,
+        "bits": None,
+        "sym": False,
+    },
     "gptq": {
         "bits": 4,
         "group_size": 128,
@@ -159,7 +167,7 @@ def _atomic_json(path: Path, obj: Any) -> None:
 def _compress_linear(W: jax.Array, xtx: jax.Array, n_tokens: int, n_seq: int, method: str, opts: dict):
     """Compress ``W: (d_out, d_in)`` (float32) given its site's ``Σ x xᵀ``. Returns
     ``(W_new, record, extras)``; ``extras`` holds ``mask``/``params`` for callbacks."""
-    from zipcal_jax.compress import baselines, gptq, sparsegpt, wanda
+    from zipcal_jax.compress import baselines, gptq, quant, sparsegpt, wanda
 
     H = capture.hessian(xtx, n_tokens)
     record: dict[str, Any] = {}
@@ -174,9 +182,14 @@ def _compress_linear(W: jax.Array, xtx: jax.Array, n_tokens: int, n_seq: int, me
         W_new, extras["params"] = baselines.rtn_quantize(W, opts["bits"], opts["group_size"], opts["sym"])
     else:
         if method == "sparsegpt":
+            quantizer = (
+                None if opts["bits"] is None else quant.Quantizer(bits=int(opts["bits"]), sym=opts["sym"])
+            )
             W_new, info = sparsegpt.prune(W, H, opts["sparsity"], opts["nm"], opts["blocksize"],
-                                          opts["percdamp"], return_info=True)  # fmt: skip
+                                          opts["percdamp"], quantizer=quantizer, return_info=True)  # fmt: skip
             extras["mask"] = info.mask
+            if info.params is not None:
+                extras["params"] = info.params
         else:
             W_new, params, info = gptq.quantize(
                 W, H, opts["bits"], opts["group_size"], opts["sym"], opts["act_order"],

@@ -139,6 +139,7 @@ def test_hessians_equal_hf_hooks(model_dir, calib):
         ("wanda", {"nm": "2:4"}),
         ("sparsegpt", {}),
         ("sparsegpt", {"nm": (2, 4)}),
+        ("sparsegpt", {"bits": 4}),  # joint sparse + quantized
         ("magnitude", {}),
         ("gptq", {"bits": 4, "group_size": 32}),
         pytest.param("gptq", {"bits": 3, "group_size": -1, "act_order": True}, marks=pytest.mark.slow),
@@ -175,6 +176,11 @@ def test_every_method_end_to_end(model_dir, calib, method, options):
             params = seen[name][1]["params"]
             np.testing.assert_array_equal(np.asarray(params.dequantize()), W)
             assert int(np.asarray(params.codes).max()) < 2 ** options["bits"]
+        if method == "sparsegpt" and "bits" in options:  # kept weights on the per-row grid, pruned ones 0
+            params, pruned = seen[name][1]["params"], np.asarray(seen[name][1]["mask"])
+            grid = np.asarray(params.dequantize())
+            np.testing.assert_array_equal(W[~pruned], grid[~pruned])
+            assert (W[pruned] == 0).all() and int(np.asarray(params.codes).max()) < 2 ** options["bits"]
     logits = np.asarray(llama.forward(model, ids, mask))
     assert np.isfinite(logits).all()
     # compressed perplexity on the calibration text: finite and not absurd (within 2x in NLL terms)
@@ -466,6 +472,33 @@ def test_cli_compress(model_dir, calib, tmp_path, capsys):
     W = llama.get_linear_weight(saved, "layers.1.mlp.down_proj")
     assert ((W == 0).reshape(W.shape[0], -1, 4).sum(-1) >= 2).all()
     assert main(["compress", "--model", str(model_dir), "--out", str(tmp_path / "o3"), "--no-progress"]) == 2
+
+
+@pytest.mark.parametrize(
+    "flags,method,options",
+    [
+        (["--method", "gptq", "--group-size", "32", "--act-order", "--mse"], "gptq",
+         {"bits": 4, "group_size": 32, "act_order": True, "mse": True}),
+        (["--method", "sparsegpt", "--sparsity", "0.25"], "sparsegpt", {"sparsity": 0.25, "bits": None}),
+        (["--method", "sparsegpt", "--bits", "8"], "sparsegpt", {"sparsity": 0.5, "bits": 8}),
+        (["--method", "rtn", "--bits", "3", "--group-size", "-1"], "rtn", {"bits": 3, "group_size": -1}),
+    ],
+)  # fmt: skip
+def test_cli_compress_method_options(model_dir, calib, tmp_path, capsys, flags, method, options):
+    """Every method's settings reach ``compress``: flags typed, the method's defaults otherwise."""
+    from zipcal_jax.calibration import CalibrationSet
+    from zipcal_jax.cli import main
+
+    ids, mask = calib
+    CalibrationSet(ids=ids, mask=mask, provenance=[{"source": "test", "row": i, "text": ""} for i in range(6)],
+                   method="random", seed=0, indices=np.arange(6)).save(tmp_path / "calib")  # fmt: skip
+    argv = ["compress", "--model", str(model_dir), "--calib", str(tmp_path / "calib"), "--batch-size", "4",
+            "--no-progress", "--out", str(tmp_path / "out"), *flags]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["method"] == method
+    for key, value in options.items():
+        assert report["options"][key] == value, key
 
 
 # ----------------------------------------------------------------------------- SmolLM2 (slow)
