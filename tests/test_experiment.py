@@ -1,0 +1,180 @@
+"""The experiment runner end to end on a tiny random model folder (offline, well under a minute)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from zipcal_jax.cli import main
+from zipcal_jax.experiment import (
+    ExperimentConfig,
+    geometric_mean_ratio,
+    plan_cells,
+    run_experiment,
+    summarize,
+    summary_markdown,
+)
+
+torch = pytest.importorskip("torch")
+from hf_models import tiny_hf_llama  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
+TEXT = " ".join(f"Paragraph {i} talks about rivers, lanterns and the number {i * 7}." for i in range(60))
+WORDS = "river lantern quantum harbor violin orbit pepper falcon granite cobalt meadow tensor".split()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, tiny_tokenizer):
+    root = tmp_path_factory.mktemp("experiment")
+    model = root / "tiny-model"
+    tiny_hf_llama(3, vocab_size=300, tie_word_embeddings=True).save_pretrained(model)
+    tiny_tokenizer.save(str(model / "tokenizer.json"))
+    pool = root / "pool.txt"
+    paras = [" ".join(WORDS[(i * 5 + j) % len(WORDS)] for j in range(3 + i % 9)) for i in range(40)]
+    pool.write_text("\n\n".join(paras) + "\n", encoding="utf-8")
+    text = root / "eval.txt"
+    text.write_text(TEXT, encoding="utf-8")
+    return {"model": str(model), "pool": str(pool), "text": str(text)}
+
+
+def grid(files, out, **changes) -> dict:
+    values = {
+        "models": [files["model"]],
+        "calibration": {"paras": [files["pool"]]},
+        "seqlen": 16,
+        "methods": ["zipcal", "random"],
+        "compressors": {"wanda50": {"method": "wanda", "sparsity": 0.5}, "mag": {"method": "magnitude"}},
+        "nsamples": [4],
+        "seeds": [0, 1],
+        "evaluation": {"ppl": [files["text"]], "seqlen": 32, "max_windows": 2,
+                       "tasks": [f"piqa@{FIXTURES / 'piqa.jsonl'}", "continuation/pydoc"], "limit": 4},
+        "out": str(out),
+        "batch_size": 4,
+        "progress": False,
+    }  # fmt: skip
+    return {**values, **changes}
+
+
+def test_grid_resume_and_summary(files, tmp_path):
+    out = tmp_path / "run"
+    cfg = ExperimentConfig.from_dict(grid(files, out))
+    result = run_experiment(cfg)
+    # 1 dense + 1 pool x 1 k x 2 seeds x 2 methods x 2 compressors
+    assert len(result.computed) == 9 and result.skipped == []
+    cells = sorted(p.name for p in (out / "cells").glob("*.json"))
+    assert len(cells) == 9 and "tiny-model__dense.json" in cells
+    cell = json.loads((out / "cells" / "tiny-model__paras__wanda50__zipcal__k4__s1.json").read_text())
+    assert cell["config"]["seed"] == 1 and cell["config"]["compressor"]["name"] == "wanda50"
+    assert cell["selection"]["samples"] == 4 and cell["selection"]["seconds"] >= 0
+    assert abs(cell["compression"]["mean_sparsity"] - 0.5) < 0.01
+    assert math.isfinite(cell["evaluation"]["perplexity"][files["text"]]["ppl"])
+    assert set(cell["evaluation"]["zeroshot"]) == {"piqa", "continuation/pydoc"}
+    # the same selection is shared by both compressors of a seed
+    other = json.loads((out / "cells" / "tiny-model__paras__mag__zipcal__k4__s1.json").read_text())
+    assert other["selection"]["stats"] == cell["selection"]["stats"]
+
+    rows = result.rows
+    assert [(r["compressor"], r["method"]) for r in rows] == [
+        ("dense", "dense"), ("wanda50", "zipcal"), ("mag", "zipcal"), ("wanda50", "random"), ("mag", "random")
+    ]  # fmt: skip
+    assert rows[0]["rel"] == pytest.approx(100.0) and all(r["seeds"] == [0, 1] for r in rows[1:])
+    table = (out / "summary.md").read_text()
+    header = [h.strip() for h in table.splitlines()[0].strip("|").split("|")]
+    assert header == ["model", "compressor", "pool", "k", "method", "seeds", "acc %", "rel. to dense %",
+                      f"ppl {files['text']}", "tokens", "select s"]  # fmt: skip
+    assert len([ln for ln in table.splitlines() if ln.startswith("|")]) == 2 + 5
+    assert json.loads((out / "summary.json").read_text())["rows"][1]["method"] == "zipcal"
+    assert (out / "accuracy.png").stat().st_size > 0 and (out / "selection_seconds.png").stat().st_size > 0
+    assert json.loads((out / "config.json").read_text())["seeds"] == [0, 1]
+
+    # resume: nothing to do
+    again = run_experiment(cfg)
+    assert again.computed == [] and len(again.skipped) == 9
+    assert again.markdown == result.markdown
+    # a changed setting recomputes the affected cells only; a new seed adds cells
+    changed = ExperimentConfig.from_dict(grid(files, out, seeds=[0, 1, 2], compressors=["wanda50"]))
+    third = run_experiment(changed)
+    assert sorted(third.computed) == ["tiny-model__paras__wanda50__random__k4__s2",
+                                      "tiny-model__paras__wanda50__zipcal__k4__s2"]  # fmt: skip
+    ev = {**grid(files, out)["evaluation"], "limit": 3}
+    fourth = run_experiment(ExperimentConfig.from_dict(grid(files, out, evaluation=ev, seeds=[0],
+                                                            compressors=["wanda50"])))  # fmt: skip
+    assert len(fourth.computed) == 3  # dense + 2 methods: the evaluation changed
+
+
+def test_cli_run_yaml(files, tmp_path, capsys):
+    import yaml
+
+    cfg = grid(files, tmp_path / "unused", methods=["zipcal"], compressors=["magnitude50"], seeds=[0])
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "cli"
+    assert main(["run", "--config", str(path), "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "| dense |" in text and "magnitude50" in text
+    assert len(list((out / "cells").glob("*.json"))) == 2
+
+
+def test_geometric_mean_ratio():
+    dense = {"a": 0.5, "b": 0.8, "c": 0.0}
+    acc = {"a": 0.25, "b": 0.8, "c": 0.3}  # c: dense 0 → left out
+    assert geometric_mean_ratio(acc, dense) == pytest.approx(100 * math.sqrt(0.5 * 1.0))
+    assert geometric_mean_ratio({"a": 0.0, "b": 0.8}, dense) == 0.0
+    assert math.isnan(geometric_mean_ratio({"x": 0.5}, dense))
+
+
+def test_summary_crafted_rows():
+    def cell(kind, seed, accs, ppl, method="zipcal"):
+        config = {"kind": kind, "model": "m", "seed": seed}
+        if kind == "compressed":
+            config |= {
+                "compressor": {"name": "w"},
+                "nsamples": 8,
+                "calibration": {"pool": "p"},
+                "method": method,
+            }
+        return {"config": config, "selection": {"seconds": 0.5, "tokens": 100},
+                "evaluation": {"zeroshot": {t: {"acc": a} for t, a in accs.items()},
+                               "perplexity": {"src": {"ppl": ppl}}}}  # fmt: skip
+
+    cells = [cell("dense", 0, {"t1": 0.8, "t2": 0.4}, 10.0),
+             cell("compressed", 0, {"t1": 0.4, "t2": 0.4}, 20.0),
+             cell("compressed", 1, {"t1": 0.8, "t2": 0.1}, 30.0)]  # fmt: skip
+    dense, row = summarize(cells)
+    assert dense["method"] == "dense" and dense["acc"] == pytest.approx(60.0) and dense["rel"] == 100.0
+    assert row["acc"] == pytest.approx((40.0 + 45.0) / 2)
+    g0, g1 = 100 * math.sqrt(0.5 * 1.0), 100 * math.sqrt(1.0 * 0.25)
+    assert row["rel"] == pytest.approx((g0 + g1) / 2)
+    assert row["rel_std"] == pytest.approx(abs(g0 - g1) / math.sqrt(2))
+    assert row["ppl"]["src"][0] == pytest.approx(25.0)
+    md = summary_markdown([dense, row])
+    assert "| m | w | p | 8 | zipcal | 2 | 42.50 ± 3.54 |" in md
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"bogus": 1}, "valid keys"),
+        ({"evaluation": {"ppl": ["x"], "windows": 3}}, "max_windows"),
+        ({"methods": ["zipcall"]}, "zipcal"),
+        ({"compressors": ["wanda51"]}, "wanda50"),
+        ({"compressors": {"w": {"method": "wanda", "bits": 4}}}, "sparsity"),
+        ({"nsamples": []}, "nsamples is empty"),
+    ],
+)
+def test_bad_config(files, tmp_path, change, message):
+    with pytest.raises(ValueError, match=message):
+        ExperimentConfig.from_dict(grid(files, tmp_path, **change))
+
+
+def test_from_file_and_plan(files, tmp_path):
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(grid(files, tmp_path, calibration=[[files["pool"]]])))
+    cfg = ExperimentConfig.from_file(path)
+    assert list(cfg.calibration) == ["pool0"]
+    assert len(plan_cells(cfg)) == 9
+    with pytest.raises(FileNotFoundError):
+        ExperimentConfig.from_file(tmp_path / "missing.yaml")
