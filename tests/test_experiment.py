@@ -178,3 +178,19 @@ def test_from_file_and_plan(files, tmp_path):
     assert len(plan_cells(cfg)) == 9
     with pytest.raises(FileNotFoundError):
         ExperimentConfig.from_file(tmp_path / "missing.yaml")
+
+
+def test_demo_config_drops_kjv_tasks_when_unavailable(monkeypatch, capsys):
+    from zipcal_jax.cache import DownloadError
+    from zipcal_jax.data import builtins
+
+    def unavailable(name, **kw):
+        raise DownloadError("apt-get not found on this system")
+
+    monkeypatch.setattr(builtins, "debian_text_path", unavailable)
+    from zipcal_jax import experiment
+
+    assert experiment.demo_config().evaluation.tasks == ("continuation/pydoc", "last_word/pydoc")
+    assert "builtin:kjv unavailable" in capsys.readouterr().err
+    chosen = experiment.demo_config(tasks=["last_word/pydoc"]).evaluation.tasks
+    assert chosen == ("last_word/pydoc",)

@@ -402,6 +402,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--limit", type=int, default=50, help="docs per zero-shot task")
     demo.add_argument("--max-windows", type=int, default=8, help="perplexity windows (held-out pydoc)")
     demo.add_argument("--ppl-seqlen", type=int, default=512, help="tokens per perplexity window")
+    demo.add_argument(
+        "--tasks", default=None, help="zero-shot tasks, comma-separated (default: the four cloze tasks)"
+    )
     demo.add_argument("--gptq", action="store_true", help="also GPTQ 4-bit g128 (about doubles the time)")
     demo.add_argument("--out", default="runs/demo", help="output folder (finished cells are reused)")
     demo.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
@@ -541,7 +544,7 @@ def run_demo(args: argparse.Namespace) -> str:
     comps = ("wanda50", "gptq4g128") if args.gptq else ("wanda50",)
     cfg = demo_config(out=args.out, nsamples=args.nsamples, seqlen=args.seqlen, limit=args.limit,
                       max_windows=args.max_windows, ppl_seqlen=args.ppl_seqlen, compressors=comps,
-                      progress=args.progress)  # fmt: skip
+                      progress=args.progress, tasks=args.tasks.split(",") if args.tasks else None)  # fmt: skip
     ev = cfg.evaluation
     pool = cfg.calibration["pydoc"][0]
     sizes = (f"sizes: calibration {args.nsamples} x {args.seqlen} tokens from {pool} (train split); "
