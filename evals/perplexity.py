@@ -272,22 +272,21 @@ def _chunking(T: int, batch: int, vocab: int) -> tuple[int, int]:
     return n_chunks, -(-positions // n_chunks)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _window_nll(graphdef: nnx.GraphDef, state: nnx.State, ids: jax.Array, n_chunks: int) -> jax.Array:
-    """Mean next-token NLL of each window. ids: (B, T) int32 → (B,) float32.
+def next_token_nll(model: Any, ids: jax.Array, attention_mask: jax.Array | None, n_chunks: int) -> jax.Array:
+    """Per-position next-token NLL, ``(B, T) → (B, T - 1)`` float32 (position ``t`` predicts token
+    ``t + 1``); call it inside ``jit``.
 
     Layers in the model's dtype; the head (final norm + LM head) and the float32 log-softmax run
     over ``n_chunks`` slices of the ``T - 1`` scored positions, so at most one (B, C, V) chunk of
-    logits is live at a time.
+    logits is live at a time. Shared by :func:`evaluate` and the ``least_perplexity`` selection.
     """
-    model = nnx.merge(graphdef, state)
     B, T = ids.shape
-    h, positions, mask = model.prepare_inputs(ids, None)
+    h, positions, mask = model.prepare_inputs(ids, attention_mask)
     for layer in model.layers:
         h = layer(h, positions, mask)  # (B, T, D)
     C = -(-(T - 1) // n_chunks)
     pad = n_chunks * C - (T - 1)
-    h = jnp.pad(h[:, :-1], ((0, 0), (0, pad), (0, 0)))  # position t predicts token t + 1
+    h = jnp.pad(h[:, :-1], ((0, 0), (0, pad), (0, 0)))
     targets = jnp.pad(ids[:, 1:], ((0, 0), (0, pad)))
     h = h.reshape(B, n_chunks, C, -1).swapaxes(0, 1)  # (n, B, C, D)
     targets = targets.reshape(B, n_chunks, C).swapaxes(0, 1)  # (n, B, C)
@@ -298,8 +297,13 @@ def _window_nll(graphdef: nnx.GraphDef, state: nnx.State, ids: jax.Array, n_chun
         picked = jnp.take_along_axis(logits, t_chunk[..., None], axis=-1)[..., 0]
         return jax.nn.logsumexp(logits, axis=-1) - picked  # (B, C)
 
-    nll = jax.lax.map(chunk_nll, (h, targets)).swapaxes(0, 1).reshape(B, n_chunks * C)[:, : T - 1]
-    return nll.mean(axis=-1)
+    return jax.lax.map(chunk_nll, (h, targets)).swapaxes(0, 1).reshape(B, n_chunks * C)[:, : T - 1]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _window_nll(graphdef: nnx.GraphDef, state: nnx.State, ids: jax.Array, n_chunks: int) -> jax.Array:
+    """Mean next-token NLL of each window. ids: (B, T) int32 → (B,) float32."""
+    return next_token_nll(nnx.merge(graphdef, state), ids, None, n_chunks).mean(axis=-1)
 
 
 def _default_batch(seqlen: int, windows: int) -> int:

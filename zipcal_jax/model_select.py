@@ -41,7 +41,6 @@ __all__ = [
 ]
 
 _TOKENS_PER_BATCH = 4096  # default forward batch: this many token positions
-_LOGITS_PER_CHUNK = 1 << 24  # at most this many float32 logits live at once
 
 # ----------------------------------------------------------------------------- batching
 
@@ -112,31 +111,11 @@ def _run_batched(fn, model, ids, mask, batch, mesh, desc, progress, static=()):
 @functools.partial(jax.jit, static_argnums=(0, 4))
 def _masked_nll(graphdef, state, ids, mask, n_chunks: int):
     """Mean next-token NLL over real tokens: (B, T) → (B,) float32; NaN with no scored token.
+    Position ``t`` predicts token ``t + 1``; it is scored when both are real tokens."""
+    from zipcal_jax.evals.perplexity import next_token_nll
 
-    Position ``t`` predicts token ``t + 1``; it is scored when both are real tokens. The head runs
-    over ``n_chunks`` slices of the ``T - 1`` positions (one (B, C, V) logits chunk live at a time).
-    """
-    model = nnx.merge(graphdef, state)
-    B, T = ids.shape
-    h, positions, attn = model.prepare_inputs(ids, mask)
-    for layer in model.layers:
-        h = layer(h, positions, attn)
-    C = -(-(T - 1) // n_chunks)
-    pad = n_chunks * C - (T - 1)
-    h = jnp.pad(h[:, :-1], ((0, 0), (0, pad), (0, 0)))
-    targets = jnp.pad(ids[:, 1:], ((0, 0), (0, pad)))
-    scored = jnp.pad(mask[:, 1:] & mask[:, :-1], ((0, 0), (0, pad)))
-    h = h.reshape(B, n_chunks, C, -1).swapaxes(0, 1)
-    targets = targets.reshape(B, n_chunks, C).swapaxes(0, 1)
-
-    def chunk_nll(args):
-        h_chunk, t_chunk = args
-        logits = model.head(h_chunk).astype(jnp.float32)
-        picked = jnp.take_along_axis(logits, t_chunk[..., None], axis=-1)[..., 0]
-        return jax.nn.logsumexp(logits, axis=-1) - picked
-
-    nll = jax.lax.map(chunk_nll, (h, targets)).swapaxes(0, 1).reshape(B, n_chunks * C)
-    w = scored.reshape(B, n_chunks * C).astype(jnp.float32)
+    nll = next_token_nll(nnx.merge(graphdef, state), ids, mask, n_chunks)  # (B, T - 1)
+    w = (mask[:, 1:] & mask[:, :-1]).astype(jnp.float32)
     count = w.sum(-1)
     return jnp.where(count > 0, (nll * w).sum(-1) / jnp.maximum(count, 1.0), jnp.nan)
 
@@ -164,8 +143,9 @@ def perplexity_scores(
         return np.full(n, np.nan)
     shards = mesh.shape["data"] if mesh is not None and "data" in mesh.axis_names else 1
     B = _batch_size(batch, n, L, shards)
-    widest = max(1, _LOGITS_PER_CHUNK // (B * model.cfg.vocab_size))
-    n_chunks = -(-(L - 1) // widest)
+    from zipcal_jax.evals.perplexity import _chunking
+
+    n_chunks, _ = _chunking(L, B, model.cfg.vocab_size)
     return _run_batched(
         _masked_nll, model, ids, mask, B, mesh, f"perplexity scores (L {L})", progress, (n_chunks,)
     )
