@@ -59,7 +59,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from zipcal_jax.models.tokenizers import TextTokenizer
+from zipcal_jax.models.tokenizers import plain_backend
 
 __all__ = ["NAMED_SOURCES", "NamedSource", "evaluate", "named_sources", "resolve_source", "score_windows",
            "token_windows"]  # fmt: skip
@@ -203,28 +203,9 @@ def resolve_source(source: Any) -> tuple[str, str, int | None]:
 # ----------------------------------------------------------------------------- tokens
 
 
-def _encoder(tokenizer: Any) -> Any:
-    """The ``tokenizers.Tokenizer`` behind ``tokenizer``, without truncation or fixed-length padding
-    (a copy is made when the tokenizer has either, so the caller's object is untouched)."""
-    backend = TextTokenizer(tokenizer).backend_tokenizer
-    if not hasattr(backend, "encode") or not hasattr(backend, "to_str"):
-        raise TypeError(
-            "tokenizer must be a TextTokenizer, a tokenizers.Tokenizer or a transformers fast tokenizer, "
-            f"not {type(tokenizer).__name__}"
-        )
-    padding = backend.padding or {}
-    if backend.truncation is not None or padding.get("length") is not None:
-        from tokenizers import Tokenizer
-
-        backend = Tokenizer.from_str(backend.to_str())
-        backend.no_truncation()
-        backend.no_padding()
-    return backend
-
-
 def _encode(tokenizer: Any, text: str) -> np.ndarray:
     """All ids of ``text`` tokenized once, with the tokenizer's default special tokens. (numel,) int32."""
-    return np.asarray(_encoder(tokenizer).encode(text, add_special_tokens=True).ids, np.int32)
+    return np.asarray(plain_backend(tokenizer).encode(text, add_special_tokens=True).ids, np.int32)
 
 
 def _cut(ids: np.ndarray, seqlen: int, max_windows: int | None, what: str) -> np.ndarray:

@@ -148,14 +148,9 @@ def _text_tokenizer(tokenizer: Any) -> Any:
 def _encode_texts(tok: Any, texts: list[str]) -> list[list[int]]:
     """Token ids of each text, ``add_special_tokens=False``, ignoring any padding or truncation
     the tokenizer was configured with (a copy without them does the encoding)."""
-    backend = tok.backend_tokenizer
-    if getattr(backend, "padding", None) is not None or getattr(backend, "truncation", None) is not None:
-        from tokenizers import Tokenizer
+    from zipcal_jax.models.tokenizers import plain_backend
 
-        backend = Tokenizer.from_str(backend.to_str())
-        backend.no_padding()
-        backend.no_truncation()
-    return [list(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False)]
+    return [list(e.ids) for e in plain_backend(tok).encode_batch(texts, add_special_tokens=False)]
 
 
 def _describe(i: int, request: Any) -> str:

@@ -37,6 +37,7 @@ __all__ = [
     "find_tokenizer",
     "load_tokenizer",
     "pad_token_id",
+    "plain_backend",
     "resolve_named",
     "special_token_ids",
     "tokenizer_cache_dir",
@@ -511,6 +512,23 @@ def vocab_size(tokenizer: Any) -> int:
     if hasattr(tokenizer, "all_special_ids"):
         return len(tokenizer)
     return int(tokenizer.get_vocab_size(with_added_tokens=True))
+
+
+def plain_backend(tokenizer: Any) -> Tokenizer:
+    """The ``tokenizers.Tokenizer`` behind ``tokenizer`` (a ``TextTokenizer``, a ``Tokenizer`` or a
+    transformers fast tokenizer) with no padding and no truncation: a copy when it has either, so
+    the caller's object is untouched. Evaluation encodes with it, so every id of a text counts."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    if not hasattr(backend, "encode") or not hasattr(backend, "to_str"):
+        raise TypeError(
+            "tokenizer must be a TextTokenizer, a tokenizers.Tokenizer or a transformers fast tokenizer, "
+            f"not {type(tokenizer).__name__}"
+        )
+    if backend.padding is not None or backend.truncation is not None:
+        backend = Tokenizer.from_str(backend.to_str())
+        backend.no_padding()
+        backend.no_truncation()
+    return backend
 
 
 class TextTokenizer:
