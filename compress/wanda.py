@@ -54,25 +54,30 @@ def nm_ranks(score: jax.Array, m: int) -> jax.Array:
     return before.sum(-1).reshape(*lead, cols)
 
 
-def kth_smallest(x: jax.Array, k: jax.Array) -> jax.Array:
-    """``sort(x.ravel())[k]`` for non-negative ``x`` without sorting.
-
-    Non-negative IEEE floats order like their bit patterns read as integers, so a binary search
-    over the patterns (32 counting passes for float32, 64 for float64) finds the k-th smallest
-    value exactly; XLA's comparator sort on CPU is many times slower. NaN sorts last, as in sort.
-    """
-    itype = jnp.int32 if x.dtype.itemsize == 4 else jnp.int64
-    bits = jax.lax.bitcast_convert_type(x, itype).ravel()
-    lo, hi = jnp.array(-1, itype), bits.max()  # count(bits <= lo) <= k < count(bits <= hi)
+def _row_kth_bits(bits: jax.Array, k: jax.Array) -> jax.Array:
+    """Each row's k-th smallest (0-based) of ``bits: (R, C)``, non-negative floats bitcast to ints
+    (they order like the floats): a binary search over the bit patterns, one counting pass per bit.
+    XLA's comparator sort on CPU is many times slower."""
+    lo = jnp.full(bits.shape[:1], -1, bits.dtype)
+    hi = bits.max(axis=1)  # per row: count(bits <= lo) <= k < count(bits <= hi)
 
     def halve(_, bounds):
         lo, hi = bounds
         mid = lo + (hi - lo) // 2
-        enough = jnp.sum(bits <= mid) > k
+        enough = jnp.sum(bits <= mid[:, None], axis=1) > k
         return jnp.where(enough, lo, mid), jnp.where(enough, mid, hi)
 
-    _, hi = jax.lax.fori_loop(0, 8 * x.dtype.itemsize, halve, (lo, hi))
-    return jax.lax.bitcast_convert_type(hi, x.dtype)
+    return jax.lax.fori_loop(0, 8 * bits.dtype.itemsize, halve, (lo, hi))[1]
+
+
+def _as_bits(x: jax.Array) -> jax.Array:
+    return jax.lax.bitcast_convert_type(x, jnp.int32 if x.dtype.itemsize == 4 else jnp.int64)
+
+
+def kth_smallest(x: jax.Array, k: jax.Array) -> jax.Array:
+    """``sort(x.ravel())[k]`` for non-negative ``x`` without sorting: non-negative IEEE floats
+    order like their bit patterns read as integers (:func:`_row_kth_bits`). NaN sorts last."""
+    return jax.lax.bitcast_convert_type(_row_kth_bits(_as_bits(x).reshape(1, -1), k)[0], x.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("nm",))
@@ -83,21 +88,10 @@ def mask_from_scores(score: jax.Array, k: jax.Array, nm: tuple[int, int] | None 
     if nm is not None:
         return nm_ranks(score, nm[1]) < nm[0]
     # The k lowest of each row in stable-sort order, without sorting (XLA:CPU's sort made this the
-    # slowest step of a Wanda run): t = each row's k-th smallest score (bisection over the bit
-    # patterns, as in kth_smallest), then everything below t, and the first k - count(< t) of
-    # the entries equal to t in column order.
-    itype = jnp.int32 if score.dtype.itemsize == 4 else jnp.int64
-    bits = jax.lax.bitcast_convert_type(score, itype)  # (d_out, d_in), ordered like the scores
-    lo = jnp.full(score.shape[:1], -1, itype)
-    hi = bits.max(axis=1)  # per row: count(bits <= lo) <= k < count(bits <= hi)
-
-    def halve(_, bounds):
-        lo, hi = bounds
-        mid = lo + (hi - lo) // 2
-        enough = jnp.sum(bits <= mid[:, None], axis=1) > k
-        return jnp.where(enough, lo, mid), jnp.where(enough, mid, hi)
-
-    _, t = jax.lax.fori_loop(0, 8 * score.dtype.itemsize, halve, (lo, hi))
+    # slowest step of a Wanda run): t = each row's k-th smallest score, then everything below t,
+    # and the first k - count(< t) of the entries equal to t in column order.
+    bits = _as_bits(score)  # (d_out, d_in), ordered like the scores
+    t = _row_kth_bits(bits, k)
     below = bits < t[:, None]
     tied = bits == t[:, None]
     need = k - below.sum(axis=1, keepdims=True)
