@@ -164,12 +164,11 @@ def _atomic_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
 
 
-def _compress_linear(W: jax.Array, xtx: jax.Array, n_tokens: int, n_seq: int, method: str, opts: dict):
-    """Compress ``W: (d_out, d_in)`` (float32) given its site's ``Σ x xᵀ``. Returns
+def _compress_linear(W: jax.Array, xtx: jax.Array, H: jax.Array, n_seq: int, method: str, opts: dict):
+    """Compress ``W: (d_out, d_in)`` (float32) given its site's ``Σ x xᵀ`` and ``H = 2/N · Σ x xᵀ``. Returns
     ``(W_new, record, extras)``; ``extras`` holds ``mask``/``params`` for callbacks."""
     from zipcal_jax.compress import baselines, gptq, quant, sparsegpt, wanda
 
-    H = capture.hessian(xtx, n_tokens)
     record: dict[str, Any] = {}
     extras: dict[str, Any] = {}
     if method == "wanda":
@@ -358,11 +357,12 @@ def compress(
             t0 = time.perf_counter()
             for site in group:
                 xtx = jax.device_put(sums[site], jax.devices()[0]) if mesh is not None else sums[site]
+                H = capture.hessian(xtx, n_tokens)  # shared by the site's linears (q/k/v, gate/up)
                 for rel in capture.SITES[site]:
                     name = f"layers.{i}.{rel}"
                     t1 = time.perf_counter()
                     W = jnp.asarray(llama.get_linear_weight(model, name), jnp.float32)
-                    W_new, record, extras = _compress_linear(W, xtx, n_tokens, n_seq, method, opts)
+                    W_new, record, extras = _compress_linear(W, xtx, H, n_seq, method, opts)
                     llama.set_linear_weight(model, name, W_new)
                     record["seconds"] = time.perf_counter() - t1
                     report["modules"][name] = record
