@@ -62,25 +62,29 @@ def test_grid_resume_and_summary(files, tmp_path):
     out = tmp_path / "run"
     cfg = ExperimentConfig.from_dict(grid(files, out))
     result = run_experiment(cfg)
-    # 1 dense + 1 pool x 1 k x 2 seeds x 2 methods x 2 compressors
-    assert len(result.computed) == 9 and result.skipped == []
+    # 1 dense + 1 pool x 1 k x (zipcal: seed 0 only, it ignores the seed; random: 2 seeds) x 2 compressors
+    assert len(result.computed) == 7 and result.skipped == []
     cells = sorted(p.name for p in (out / "cells").glob("*.json"))
-    assert len(cells) == 9 and "tiny-model__dense.json" in cells
-    cell = json.loads((out / "cells" / "tiny-model__paras__wanda50__zipcal__k4__s1.json").read_text())
+    assert len(cells) == 7 and "tiny-model__dense.json" in cells
+    assert "tiny-model__paras__wanda50__zipcal__k4__s1.json" not in cells
+    cell = json.loads((out / "cells" / "tiny-model__paras__wanda50__random__k4__s1.json").read_text())
     assert cell["config"]["seed"] == 1 and cell["config"]["compressor"]["name"] == "wanda50"
     assert cell["selection"]["samples"] == 4 and cell["selection"]["seconds"] >= 0
+    assert cell["selection"]["pool_size"] > 4
     assert abs(cell["compression"]["mean_sparsity"] - 0.5) < 0.01
     assert math.isfinite(cell["evaluation"]["perplexity"][files["text"]]["ppl"])
     assert set(cell["evaluation"]["zeroshot"]) == {"piqa", "continuation/pydoc"}
     # the same selection is shared by both compressors of a seed
-    other = json.loads((out / "cells" / "tiny-model__paras__mag__zipcal__k4__s1.json").read_text())
+    other = json.loads((out / "cells" / "tiny-model__paras__mag__random__k4__s1.json").read_text())
     assert other["selection"]["stats"] == cell["selection"]["stats"]
 
     rows = result.rows
     assert [(r["compressor"], r["method"]) for r in rows] == [
         ("dense", "dense"), ("wanda50", "zipcal"), ("mag", "zipcal"), ("wanda50", "random"), ("mag", "random")
     ]  # fmt: skip
-    assert rows[0]["rel"] == pytest.approx(100.0) and all(r["seeds"] == [0, 1] for r in rows[1:])
+    assert rows[0]["rel"] == pytest.approx(100.0)
+    assert [r["seeds"] for r in rows[1:]] == [[0], [0], [0, 1], [0, 1]]
+    assert all(r["pool_size"] == cell["selection"]["pool_size"] for r in rows[1:])
     table = (out / "summary.md").read_text()
     header = [h.strip() for h in table.splitlines()[0].strip("|").split("|")]
     assert header == ["model", "compressor", "pool", "k", "method", "seeds", "acc %", "rel. to dense %",
@@ -92,17 +96,43 @@ def test_grid_resume_and_summary(files, tmp_path):
 
     # resume: nothing to do
     again = run_experiment(cfg)
-    assert again.computed == [] and len(again.skipped) == 9
+    assert again.computed == [] and len(again.skipped) == 7
     assert again.markdown == result.markdown
     # a changed setting recomputes the affected cells only; a new seed adds cells
     changed = ExperimentConfig.from_dict(grid(files, out, seeds=[0, 1, 2], compressors=["wanda50"]))
     third = run_experiment(changed)
-    assert sorted(third.computed) == ["tiny-model__paras__wanda50__random__k4__s2",
-                                      "tiny-model__paras__wanda50__zipcal__k4__s2"]  # fmt: skip
+    assert third.computed == ["tiny-model__paras__wanda50__random__k4__s2"]
     ev = {**grid(files, out)["evaluation"], "limit": 3}
     fourth = run_experiment(ExperimentConfig.from_dict(grid(files, out, evaluation=ev, seeds=[0],
                                                             compressors=["wanda50"])))  # fmt: skip
     assert len(fourth.computed) == 3  # dense + 2 methods: the evaluation changed
+
+
+def test_model_based_methods_share_one_forward(files, tmp_path):
+    from zipcal_jax.data import build_candidates
+    from zipcal_jax.models import llama
+    from zipcal_jax.select import select
+
+    cfg = grid(files, tmp_path / "mb", methods=["least_perplexity", "cola"], compressors=["magnitude50"])
+    result = run_experiment(ExperimentConfig.from_dict(cfg))
+    # least_perplexity ignores the seed (one cell); cola runs per seed
+    assert sorted(result.computed) == ["tiny-model__dense", "tiny-model__paras__magnitude50__cola__k4__s0",
+                                       "tiny-model__paras__magnitude50__cola__k4__s1",
+                                       "tiny-model__paras__magnitude50__least_perplexity__k4__s0"]  # fmt: skip
+    cells = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "mb" / "cells").glob("*.json")}
+    s0 = cells["tiny-model__paras__magnitude50__cola__k4__s0"]["selection"]
+    s1 = cells["tiny-model__paras__magnitude50__cola__k4__s1"]["selection"]
+    assert s0["forward"]["reused"] is False and s1["forward"]["reused"] is True
+    assert s1["forward"]["seconds"] == s0["forward"]["seconds"] and s1["seconds"] >= s1["forward"]["seconds"]
+    # the reused forward gives the picks a fresh select() call gives
+    model, tok = llama.load(files["model"])
+    cands = build_candidates([files["pool"]], tok, 16, progress=False)
+    for seed, sel in ((0, s0), (1, s1)):
+        direct = select(cands.ids, 4, method="cola", mask=cands.mask, model=model, seed=seed)
+        assert sel["indices"] == direct.indices.tolist()
+    lp = cells["tiny-model__paras__magnitude50__least_perplexity__k4__s0"]["selection"]
+    direct = select(cands.ids, 4, method="least_perplexity", mask=cands.mask, model=model)
+    assert lp["indices"] == direct.indices.tolist()
 
 
 def test_cli_run_yaml(files, tmp_path, capsys):
@@ -175,7 +205,7 @@ def test_from_file_and_plan(files, tmp_path):
     path.write_text(json.dumps(grid(files, tmp_path, calibration=[[files["pool"]]])))
     cfg = ExperimentConfig.from_file(path)
     assert list(cfg.calibration) == ["pool0"]
-    assert len(plan_cells(cfg)) == 9
+    assert len(plan_cells(cfg)) == 7
     with pytest.raises(FileNotFoundError):
         ExperimentConfig.from_file(tmp_path / "missing.yaml")
 

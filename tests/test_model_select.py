@@ -86,7 +86,7 @@ def test_cola_embeddings_match_reference(model, data):
     proj = ms.random_projection(ref.shape[1], 64, 3)
     assert proj.shape == (2 * 32, 64)
     np.testing.assert_allclose(emb[rows], ref @ proj, rtol=1e-4, atol=1e-4)
-    feats = ms.activation_features(model, ids, mask, batch=4, progress=False)
+    feats = ms.activation_features(model, ids, mask, progress=False)
     np.testing.assert_allclose(feats[rows], ref, rtol=1e-4, atol=1e-5)
 
 
@@ -207,3 +207,21 @@ def test_sharded_cola_embeddings_equal_unsharded():
     r = run_on_8_devices(script)
     assert r["shape"] == [19, 64]
     assert r["err"] < 1e-5 and r["perr"] < 1e-5
+
+
+def test_precomputed_forward_gives_the_same_picks(model, data):
+    ids, mask = data
+    feats = ms.activation_features(model, ids, mask, progress=False)
+    for seed in (0, 3):
+        a, emb_a = ms.cola(model, ids, 5, mask, seed=seed, progress=False)
+        b, emb_b = ms.cola(None, ids, 5, mask, seed=seed, features=feats)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(emb_a, emb_b, rtol=1e-12)
+    scores = ms.perplexity_scores(model, ids, mask, progress=False)
+    a, _ = ms.least_perplexity(model, ids, 5, mask, progress=False)
+    b, _ = ms.least_perplexity(None, ids, 5, mask, scores=scores)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="features has shape"):
+        ms.cola(None, ids, 5, mask, features=feats[:-1])
+    with pytest.raises(ValueError, match="scores has shape"):
+        ms.least_perplexity(None, ids, 5, mask, scores=scores[:3])

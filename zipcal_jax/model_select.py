@@ -151,10 +151,15 @@ def perplexity_scores(
     )
 
 
-def least_perplexity(model, ids, k, mask=None, *, batch=None, mesh=None, progress=True):
+def least_perplexity(model, ids, k, mask=None, *, batch=None, mesh=None, progress=True, scores=None):
     """Indices of the ``k`` candidates with the lowest perplexity (ties → lower index; candidates
-    with nothing to score rank last), in increasing perplexity; and all scores."""
-    scores = perplexity_scores(model, ids, mask, batch=batch, mesh=mesh, progress=progress)
+    with nothing to score rank last), in increasing perplexity; and all scores. ``scores``: the
+    :func:`perplexity_scores` of these candidates, computed earlier (skips the model forward)."""
+    if scores is None:
+        scores = perplexity_scores(model, ids, mask, batch=batch, mesh=mesh, progress=progress)
+    scores = np.asarray(scores)
+    if scores.shape != (np.shape(ids)[0],):
+        raise ValueError(f"scores has shape {scores.shape}; expected one per candidate ({np.shape(ids)[0]},)")
     key = np.where(np.isnan(scores), np.inf, scores)
     order = np.argsort(key, kind="stable")  # stable: ties keep the lower index first
     return order[:k].astype(np.int64), scores
@@ -274,10 +279,21 @@ def nearest_distinct(X: Any, centroids: Any) -> np.ndarray:
     return out
 
 
-def cola(model, ids, k, mask=None, *, seed=0, dim=64, n_init=4, batch=None, mesh=None, progress=True):
+def cola(
+    model, ids, k, mask=None, *, seed=0, dim=64, n_init=4, batch=None, mesh=None, progress=True, features=None
+):
     """COLA stage 3: :func:`cola_embeddings` → :func:`kmeans` with ``k`` clusters → the sample nearest
-    each centroid (:func:`nearest_distinct`). Returns ``(indices (k,), embeddings (n, dim))``."""
-    emb = cola_embeddings(model, ids, mask, dim=dim, seed=seed, batch=batch, mesh=mesh, progress=progress)
+    each centroid (:func:`nearest_distinct`). Returns ``(indices (k,), embeddings (n, dim))``.
+    ``features``: the :func:`activation_features` of these candidates, computed earlier (skips the
+    model forward; the seeded projection and k-means still run)."""
+    if features is None:
+        features = activation_features(model, ids, mask, batch=batch, mesh=mesh, progress=progress)
+    features = np.asarray(features)
+    if features.ndim != 2 or features.shape[0] != np.shape(ids)[0]:
+        raise ValueError(
+            f"features has shape {features.shape}; expected (candidates={np.shape(ids)[0]}, layers * hidden)"
+        )
+    emb = features @ random_projection(features.shape[1], dim, seed)
     if k == 0:
         return np.zeros(0, np.int64), emb
     C, _, _ = kmeans(emb, k, seed=seed, n_init=n_init)
