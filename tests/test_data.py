@@ -27,7 +27,7 @@ from zipcal_jax.data import builtins as bi
 
 
 @pytest.fixture(autouse=True)
-def _private_cache(request, tmp_path_factory, monkeypatch):
+def _empty_cache_per_test(request, tmp_path_factory, monkeypatch):
     """Every offline test gets its own empty cache; network tests use the real one."""
     if request.node.get_closest_marker("network") is None:
         monkeypatch.setenv("ZIPCAL_CACHE", str(tmp_path_factory.mktemp("cache")))
