@@ -15,6 +15,9 @@ for Wanda). A prune mask is a bool array shaped like its weight, True where the 
   layer-sequential pipeline (``pipeline``), statistics capture in ``capture``
 * ``quant``: the min-max quantizer (``Quantizer``, ``find_params``), ``QuantParams``, and the
   GPTQ checkpoint layout (``pack(params) -> dict``, ``unpack(dict, bits) -> arrays``).
+* ``training``: fine-tuning compressed models with optax — ``keep_sparsity(tx, masks)``,
+  ``sparsity_masks(model)``, ``fake_quant(W, params)``, ``fake_quant_model(model, qparams)``,
+  ``snap_to_grid``, ``lm_loss``, ``CompressionCollector`` (also importable from here).
 
 Submodules load on first use, so ``import zipcal_jax.compress`` stays cheap.
 """
@@ -23,7 +26,10 @@ from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("baselines", "capture", "gptq", "pipeline", "quant", "sparsegpt", "wanda")
+_SUBMODULES = ("baselines", "capture", "gptq", "pipeline", "quant", "sparsegpt", "training", "wanda")
+# Names of ``training`` re-exported here (loaded on first use, with optax).
+_TRAINING = ("CompressionCollector", "KeepSparsityState", "fake_quant", "fake_quant_model", "keep_sparsity",
+             "linear_sparsity", "lm_loss", "snap_to_grid", "sparsity_masks", "sparsity_violations")  # fmt: skip
 
 
 def __getattr__(name: str):
@@ -31,8 +37,10 @@ def __getattr__(name: str):
         return importlib.import_module(f"{__name__}.pipeline").compress
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
+    if name in _TRAINING:
+        return getattr(importlib.import_module(f"{__name__}.training"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted({*globals(), *_SUBMODULES, "compress"})
+    return sorted({*globals(), *_SUBMODULES, *_TRAINING, "compress"})

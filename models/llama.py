@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import jax
@@ -417,12 +417,28 @@ class Llama(nnx.Module):
             logits = self.lm_head(h)
         return logits.astype(jnp.float32)
 
-    def __call__(self, input_ids: Array, attention_mask: Array | None = None) -> Array:
+    def __call__(
+        self, input_ids: Array, attention_mask: Array | None = None, *, remat: bool | Callable = False
+    ) -> Array:
         """input_ids: (B, T) int; attention_mask: (B, T), 1/True = real token, or None.
-        Returns float32 logits (B, T, V)."""
+        Returns float32 logits (B, T, V).
+
+        ``remat`` (for training; the logits are the same): ``True`` wraps every decoder layer in
+        ``nnx.remat`` (``jax.checkpoint``), so the backward pass recomputes a layer's activations
+        instead of keeping them (memory ~ one layer's activations plus the layer inputs); a
+        ``jax.checkpoint_policies`` policy (e.g. ``dots_with_no_batch_dims_saveable``) is passed to
+        ``nnx.remat`` as ``policy``. ``False`` (default) runs the layers as they are."""
         h, positions, mask = self.prepare_inputs(input_ids, attention_mask)
+        if not callable(remat) and not isinstance(remat, (bool, np.bool_)):
+            raise ValueError(f"remat={remat!r} must be True, False or a jax.checkpoint_policies policy")
+        if not remat:
+            for layer in self.layers:
+                h = layer(h, positions, mask)
+            return self.head(h)
+        policy = remat if callable(remat) else None
+        run = nnx.remat(lambda layer, h: layer(h, positions, mask), policy=policy)
         for layer in self.layers:
-            h = layer(h, positions, mask)
+            h = run(layer, h)
         return self.head(h)
 
 
