@@ -32,6 +32,9 @@ cores: about 2 minutes for Wanda, 3-4 for SparseGPT and GPTQ each (``--methods``
     python benchmarks/bench_compress.py --sections solvers --threads 1
     python benchmarks/bench_compress.py --shapes 576x576 --no-reference
     python benchmarks/bench_compress.py --sections pipeline --calib-samples 64 --seqlen 512 --checkpoint
+
+``--devices N`` / ``--distributed``: the pipeline's calibration samples are sharded over N devices
+(``compress(mesh=...)``, ``docs/pods.md``); the solvers section runs on one device; process 0 prints.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import compress_reference as ref
 
+from zipcal_jax import distributed
 from zipcal_jax.compress import gptq, sparsegpt
 
 
@@ -147,7 +151,7 @@ def bench_pipeline(args) -> list[dict]:
     print(
         f"\n## pipeline — {args.model} (loaded in {t_load:.1f} s), {args.samples} x {args.seqlen} = "
         f"{n_tokens} calibration tokens of builtin:pydoc, batch {args.batch_size}, "
-        f"{jax.device_count()} {jax.default_backend()} device(s), checkpoints "
+        f"{1 if args.mesh is None else args.mesh.size} {jax.default_backend()} device(s), checkpoints "
         f"{'on (Orbax, per layer)' if args.checkpoint else 'off'}\n"
     )
     print("| method | total s | calibration forward s | solver s | other s | layer-0 warm-up s (compiles) |")
@@ -155,7 +159,7 @@ def bench_pipeline(args) -> list[dict]:
     out = []
     for method in args.methods:
         label, opts = PIPELINE_METHODS[method]
-        kw = dict(batch_size=args.batch_size, progress=False, **opts)
+        kw = dict(batch_size=args.batch_size, progress=False, mesh=args.mesh, **opts)
         warm = llama.load(args.model)[0]
         start = time.perf_counter()
         try:
@@ -212,7 +216,10 @@ def main(argv=None) -> int:
     q.add_argument(
         "--checkpoint", action="store_true", help="write per-layer Orbax checkpoints (timed as other)"
     )
+    distributed.add_mesh_arguments(p)
     args = p.parse_args(argv)
+    distributed.initialize_from_args(args)
+    args.mesh = distributed.sharding_mesh(distributed.mesh_from_args(args))
 
     for name in args.sections:
         SECTIONS[name](args)

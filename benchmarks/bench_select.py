@@ -12,6 +12,8 @@ one real built-in corpus, it times:
                   L), the step every selection method needs first.
 
 Python baselines are skipped above ``--python-max`` candidates (memory and minutes).
+``--devices N`` shards the candidates of ``zipcal`` over N devices (default: all; one device runs
+the unsharded code); ``--distributed`` runs one process per host (``docs/pods.md``), process 0 prints.
 
     python benchmarks/bench_select.py                     # 1e4, 1e5, 1e6 + real corpus
     python benchmarks/bench_select.py --sizes 10000 --real builtin:pydoc
@@ -24,12 +26,13 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines_py import heap_lazy_greedy, reference_greedy, zipfian_corpus
 
-from zipcal_jax import build_candidates, concept_table, load_tokenizer, select
+from zipcal_jax import build_candidates, concept_table, distributed, load_tokenizer, select
 
 
 def timed(fn, *args, **kwargs):
@@ -49,11 +52,11 @@ def time_tokenize(tokenizer, texts: list[str], seqlen: int) -> float:
     return seconds
 
 
-def run_case(name, ids, mask, table, k, texts, tokenizer, python_max, seqlen):
+def run_case(name, ids, mask, table, k, texts, tokenizer, python_max, seqlen, mesh=None):
     """Time one pool; ``texts`` is None or a callable giving the pool's texts."""
     n = len(ids)
-    select(ids, k, mask=mask, concepts=table)  # compile for this shape
-    runs = [timed(select, ids, k, mask=mask, concepts=table) for _ in range(10)]
+    select(ids, k, mask=mask, concepts=table, mesh=mesh)  # compile for this shape
+    runs = [timed(select, ids, k, mask=mask, concepts=table, mesh=mesh) for _ in range(10)]
     ours, t_ours = min(runs, key=lambda r: r[1])  # best of 10: the machine is shared
     row = {"pool": name, "n": n, "zipcal_s": t_ours, "info": ours.info}
     if n <= python_max:
@@ -78,8 +81,12 @@ def main(argv=None) -> int:
     p.add_argument("--python-max", type=int, default=200_000)
     p.add_argument("--tokenizer", default="smollm2-135m", help="decodes synthetic ids to text for 'tokenize'")
     p.add_argument("--real", default="builtin:kjv?unit=line", help="a real source spec ('' to skip)")
+    distributed.add_mesh_arguments(p)
     args = p.parse_args(argv)
 
+    distributed.initialize_from_args(args)
+    mesh = distributed.sharding_mesh(distributed.mesh_from_args(args))
+    print(f"zipcal on {1 if mesh is None else mesh.size} {jax.default_backend()} device(s)")
     tokenizer = load_tokenizer(args.tokenizer)
     rows = []
     for n in (int(s) for s in args.sizes.split(",") if s):
@@ -98,6 +105,7 @@ def main(argv=None) -> int:
                 tokenizer,
                 args.python_max,
                 args.seqlen,
+                mesh,
             )
         )
     if args.real:
@@ -119,6 +127,7 @@ def main(argv=None) -> int:
                     tokenizer,
                     args.python_max,
                     args.seqlen,
+                    mesh,
                 )
             )
 

@@ -15,6 +15,9 @@ Prints a table with the ratio per pool size and writes a log-log PNG.
 
     python benchmarks/bench_vs_cola.py                          # 128, 512, 2048 x 64 tokens (~3 min)
     python benchmarks/bench_vs_cola.py --sizes 256 1024 4096 --seqlen 128
+
+``--devices N`` / ``--model-parallel M`` / ``--distributed``: both selections run on a mesh over N
+devices (``docs/pods.md``); process 0 prints and writes.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zipcal_jax import build_candidates, concept_table, select
+from zipcal_jax import build_candidates, concept_table, distributed, select
 
 
 def timed(fn, *args, **kwargs):
@@ -44,11 +47,14 @@ def main() -> None:
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bench_vs_cola.png", help="PNG (a .json with the rows next to it)")
+    distributed.add_mesh_arguments(p)
     args = p.parse_args()
+    distributed.initialize_from_args(args)
 
     from zipcal_jax.models import llama
 
     model, tok = llama.load(args.model)
+    mesh = distributed.mesh_for_model(args, model)
     table = concept_table(tok)
     cands = build_candidates(args.data, tok, args.seqlen, windows=True, progress=False)
     keep = cands.mask.sum(1) == args.seqlen  # full windows only: every pool has n x seqlen tokens
@@ -59,14 +65,16 @@ def main() -> None:
           f"k = {args.k}")  # fmt: skip
 
     warm = order[: min(args.sizes)]  # compile COLA's forward for the batch shape once
-    select(cands.ids[warm], args.k, method="cola", mask=cands.mask[warm], model=model, seed=args.seed)
+    select(
+        cands.ids[warm], args.k, method="cola", mask=cands.mask[warm], model=model, seed=args.seed, mesh=mesh
+    )
     rows = []
     for n in args.sizes:
         idx = order[:n]
         ids, mask = cands.ids[idx], cands.mask[idx]
-        select(ids, args.k, mask=mask, concepts=table)  # compile for this shape
-        z = min(timed(select, ids, args.k, mask=mask, concepts=table)[1] for _ in range(3))
-        _, c = timed(select, ids, args.k, method="cola", mask=mask, model=model, seed=args.seed)
+        select(ids, args.k, mask=mask, concepts=table, mesh=mesh)  # compile for this shape
+        z = min(timed(select, ids, args.k, mask=mask, concepts=table, mesh=mesh)[1] for _ in range(3))
+        _, c = timed(select, ids, args.k, method="cola", mask=mask, model=model, seed=args.seed, mesh=mesh)
         rows.append({"n": n, "tokens": n * args.seqlen, "zipcal_s": z, "cola_s": c, "ratio": c / z})
         print(f"n = {n:6d}: zipcal {z:8.4f} s   cola {c:8.2f} s   cola/zipcal {c / z:8.0f}x", flush=True)
 
@@ -89,8 +97,9 @@ def main() -> None:
     ax.legend()
     fig.tight_layout()
     out = Path(args.out)
-    fig.savefig(out, dpi=120)
-    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    if distributed.is_writer():
+        fig.savefig(out, dpi=120)
+        out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
     print(f"\nwrote {out} and {out.with_suffix('.json')}")
 
 

@@ -281,10 +281,28 @@ def next_token_nll(model: Any, ids: jax.Array, attention_mask: jax.Array | None,
     return jax.lax.map(chunk_nll, (h, targets)).swapaxes(0, 1).reshape(B, n_chunks * C)[:, : T - 1]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _window_nll(graphdef: nnx.GraphDef, state: nnx.State, ids: jax.Array, n_chunks: int) -> jax.Array:
-    """Mean next-token NLL of each window. ids: (B, T) int32 → (B,) float32."""
-    return next_token_nll(nnx.merge(graphdef, state), ids, None, n_chunks).mean(axis=-1)
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _window_nll(
+    graphdef: nnx.GraphDef, state: nnx.State, ids: jax.Array, n_chunks: int, out_sharding: Any = None
+) -> jax.Array:
+    """Mean next-token NLL of each window. ids: (B, T) int32 → (B,) float32 (on ``out_sharding``
+    when given: replicated, so every process of a multi-host run can read it)."""
+    nll = next_token_nll(nnx.merge(graphdef, state), ids, None, n_chunks).mean(axis=-1)
+    return nll if out_sharding is None else jax.lax.with_sharding_constraint(nll, out_sharding)
+
+
+def _mesh_shardings(mesh: Any) -> tuple[Any, Any, int]:
+    """``(rows, replicated, data size)`` of a mesh with a ``data`` axis: (B, ...) inputs sharded
+    over ``data``, outputs replicated."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    if "data" not in mesh.axis_names:
+        raise ValueError(
+            f"mesh needs a 'data' axis to shard batches over, has {mesh.axis_names}; build it with "
+            "zipcal_jax.distributed.make_mesh()"
+        )
+    return NamedSharding(mesh, P("data", None)), NamedSharding(mesh, P()), int(mesh.shape["data"])
 
 
 def _default_batch(seqlen: int, windows: int) -> int:
@@ -292,7 +310,7 @@ def _default_batch(seqlen: int, windows: int) -> int:
 
 
 def score_windows(
-    model: Any, windows: Any, *, batch_size: int | None = None, progress: bool = True
+    model: Any, windows: Any, *, batch_size: int | None = None, progress: bool = True, mesh: Any = None
 ) -> np.ndarray:
     """Mean next-token NLL (nats) of each window: ``(windows, seqlen)`` int ids → ``(windows,)`` float64.
 
@@ -300,6 +318,12 @@ def score_windows(
     window count); the last partial batch is padded with dummy windows whose results are dropped.
     The next batch is dispatched before the previous result is read back, so reading overlaps the
     next batch's compute.
+
+    ``mesh``: a ``jax.sharding.Mesh`` with a ``data`` axis (``zipcal_jax.distributed.make_mesh``);
+    each batch's windows are sharded over ``data`` (``batch_size`` rounded up to a multiple of its
+    size) and the parameters are replicated over the mesh unless already placed on it (e.g. by
+    ``llama.shard`` over ``model``). The scores equal the unsharded ones. In a multi-host run every
+    process passes the same windows and gets every score.
     """
     windows = np.asarray(windows, np.int32)
     if windows.ndim != 2 or windows.shape[0] == 0 or windows.shape[1] < 2:
@@ -314,10 +338,18 @@ def score_windows(
     B = _default_batch(T, n) if batch_size is None else int(batch_size)
     if B < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rows = replicated = None
+    if mesh is not None:
+        from zipcal_jax.distributed import place_replicated
+
+        rows, replicated, shards = _mesh_shardings(mesh)
+        B = -(-B // shards) * shards
     n_chunks, _ = _chunking(T, B, vocab)
     padded = np.zeros((-(-n // B) * B, T), np.int32)  # dummy windows: token 0
     padded[:n] = windows
     graphdef, state = nnx.split(model)
+    if mesh is not None:
+        state = place_replicated(state, mesh)
     out = np.empty(n, np.float64)
     with tqdm(total=n, desc=f"perplexity (seqlen {T})", unit="window", disable=not progress) as bar:
 
@@ -329,7 +361,11 @@ def score_windows(
 
         pending: tuple[int, jax.Array] | None = None
         for start in range(0, n, B):
-            result = _window_nll(graphdef, state, jnp.asarray(padded[start : start + B]), n_chunks)
+            batch = padded[start : start + B]
+            if mesh is None:
+                result = _window_nll(graphdef, state, jnp.asarray(batch), n_chunks)
+            else:
+                result = _window_nll(graphdef, state, jax.device_put(batch, rows), n_chunks, replicated)
             if pending is not None:
                 collect(*pending)
             pending = (start, result)
@@ -350,6 +386,7 @@ def evaluate(
     *,
     batch_size: int | None = None,
     progress: bool = True,
+    mesh: Any = None,
 ) -> dict[str, Any]:
     """Perplexity of ``model`` on ``source`` over non-overlapping ``seqlen`` windows (see the module
     docstring for the convention and the accepted sources).
@@ -364,6 +401,9 @@ def evaluate(
         max_windows: score only the first N windows (None: all; c4 keeps at most 256).
         batch_size: windows per jitted call (default ``4096 // seqlen``, at most the window count).
         progress: show a tqdm bar over windows.
+        mesh: shard each batch's windows over the mesh's ``data`` axis (see :func:`score_windows`);
+            the result is the unsharded one. ``batch_size`` is then rounded up to a multiple of
+            the ``data`` size.
 
     Returns:
         ``{"ppl", "nll" (mean token NLL in nats, = log ppl), "tokens" (windows * seqlen), "windows",
@@ -387,7 +427,10 @@ def evaluate(
         )
     n = len(windows)
     B = _default_batch(seqlen, n) if batch_size is None else batch_size
-    per_window = score_windows(model, windows, batch_size=B, progress=progress)
+    if mesh is not None:  # the reported batch size is the one run
+        shards = _mesh_shardings(mesh)[2]
+        B = -(-B // shards) * shards
+    per_window = score_windows(model, windows, batch_size=B, progress=progress, mesh=mesh)
     nll = float(per_window.mean())
     return {
         "ppl": math.exp(nll),

@@ -115,7 +115,7 @@ def continuation_logprobs(logits: Array, targets: Array) -> tuple[Array, Array]:
     return logp, jnp.argmax(logits, axis=-1) == targets
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=(0, 7))
 def _score_batch(
     graphdef: nnx.GraphDef,
     state: nnx.State,
@@ -124,16 +124,19 @@ def _score_batch(
     segments: Array,  # (B, T) int32, see tree_attention_mask
     gather: Array,  # (B, P) int32: row position whose logits predict each target
     targets: Array,  # (B, P) int32
+    out_sharding: Any = None,
 ) -> tuple[Array, Array]:
     """One batch of rows → (logp, greedy), each (B, P). The LM head runs on the P gathered
-    positions only."""
+    positions only. ``out_sharding`` (a mesh run): the outputs' sharding, replicated so every
+    process of a multi-host run can read them."""
     model = nnx.merge(graphdef, state)
     mask = tree_attention_mask(segments)  # (B, T, T)
     h = model.embed_tokens(ids)  # (B, T, D)
     for layer in model.layers:
         h = layer(h, positions, mask)
     h = jnp.take_along_axis(h, gather[:, :, None], axis=1)  # (B, P, D)
-    return continuation_logprobs(model.head(h), targets)
+    out = continuation_logprobs(model.head(h), targets)
+    return out if out_sharding is None else jax.lax.with_sharding_constraint(out, out_sharding)
 
 
 # ----------------------------------------------------------------------------- tokenization
@@ -342,9 +345,13 @@ def _row_arrays(rows: Sequence[Row], B: int, T: int, P: int) -> tuple[dict[str, 
     return arrays, spans
 
 
-def _batches(rows: list[Row], batch_size: int, max_batch_tokens: int, vocab: int):
+_INPUTS = ("ids", "positions", "segments", "gather", "targets")  # _score_batch's array arguments, in order
+
+
+def _batches(rows: list[Row], batch_size: int, max_batch_tokens: int, vocab: int, multiple: int = 1):
     """Yield ``(B, T, P, rows)``: rows bucketed by length (longest buckets first), then cut into
-    batches of at most ``B`` rows; every batch of a bucket has the same (B, T, P)."""
+    batches of at most ``B`` rows; every batch of a bucket has the same (B, T, P). ``B`` is a
+    multiple of ``multiple`` (the mesh's ``data`` size), padding rows included."""
     buckets: dict[int, list[Row]] = {}
     for row in rows:
         buckets.setdefault(bucket_length(row.length), []).append(row)
@@ -353,6 +360,7 @@ def _batches(rows: list[Row], batch_size: int, max_batch_tokens: int, vocab: int
         P = bucket_length(max(r.n_scored for r in members), minimum=8)
         B = min(batch_size, max(1, max_batch_tokens // T), max(1, _MAX_BATCH_LOGITS // (P * vocab)))
         B = min(B, 1 << (len(members) - 1).bit_length())  # small runs: no batch of mostly padding
+        B = -(-B // multiple) * multiple
         for i in range(0, len(members), B):
             yield B, T, P, members[i : i + B]
 
@@ -372,6 +380,7 @@ def loglikelihood(
     pack: bool | None = None,
     max_batch_tokens: int | None = None,
     progress: bool = True,
+    mesh: Any = None,
 ) -> list[tuple[float, bool]]:
     """Log-likelihood of each continuation given its context, lm-evaluation-harness style.
 
@@ -388,6 +397,11 @@ def loglikelihood(
             tokens, True = whenever it fits, False = never. Results agree either way.
         max_batch_tokens: cap on ``rows * row length`` per batch (default ``batch_size * 256``).
         progress: show a tqdm bar (requests).
+        mesh: a ``jax.sharding.Mesh`` with a ``data`` axis (``zipcal_jax.distributed.make_mesh``):
+            each batch's rows are sharded over ``data`` (a batch is a multiple of its size,
+            padding rows included) and the parameters replicated over the mesh unless already
+            placed on it (e.g. by ``llama.shard``). Results equal the unsharded ones; in a
+            multi-host run every process passes the same requests and gets every result.
 
     Returns:
         ``[(sum of the continuation's token log-probs, all tokens greedy), ...]`` in input order.
@@ -418,6 +432,24 @@ def loglikelihood(
     graphdef, state = nnx.split(model)
     vocab = int(model.cfg.vocab_size)
     budget = max_batch_tokens or batch_size * 256
+    shards, put, extra = 1, (lambda a: a), ()
+    if mesh is not None:
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        from zipcal_jax.distributed import place_replicated
+
+        if "data" not in mesh.axis_names:
+            raise ValueError(
+                f"mesh needs a 'data' axis to shard batches over, has {mesh.axis_names}; build it with "
+                "zipcal_jax.distributed.make_mesh()"
+            )
+        shards, rows_sharding = int(mesh.shape["data"]), NamedSharding(mesh, PartitionSpec("data", None))
+        state = place_replicated(state, mesh)
+        extra = (NamedSharding(mesh, PartitionSpec()),)
+
+        def put(a: np.ndarray) -> Array:
+            return jax.device_put(a, rows_sharding)
+
     results: list[tuple[float, bool] | None] = [None] * len(unique)
 
     def collect(pending) -> int:
@@ -432,9 +464,9 @@ def loglikelihood(
 
     pending = None
     with tqdm(total=len(requests), desc="loglikelihood", unit="req", disable=not progress) as bar:
-        for B, T, P, batch in _batches(rows, batch_size, budget, vocab):
+        for B, T, P, batch in _batches(rows, batch_size, budget, vocab, shards):
             arrays, spans = _row_arrays(batch, B, T, P)
-            out = _score_batch(graphdef, state, **arrays)  # dispatched asynchronously
+            out = _score_batch(graphdef, state, *(put(arrays[k]) for k in _INPUTS), *extra)  # asynchronous
             if pending is not None:  # fetch the previous batch while this one runs
                 bar.update(collect(pending))
             pending = (out, spans)
@@ -547,6 +579,7 @@ def evaluate(
     add_bos: bool = False,
     progress: bool = True,
     per_doc: bool = False,
+    mesh: Any = None,
 ) -> dict[str, Any]:
     """Zero-shot accuracy of ``model`` on ``tasks``.
 
@@ -559,6 +592,8 @@ def evaluate(
         batch_size, max_length, add_bos: see :func:`loglikelihood`; all requests of all tasks go
             through one call (one progress bar).
         per_doc: also return every doc's log-likelihoods and predictions under ``"per_doc"``.
+        mesh: shard the scoring batches over the mesh's ``data`` axis (see :func:`loglikelihood`);
+            the results are the unsharded ones.
 
     Returns:
         ``{"tasks": {name: {metric, metric_stderr, ..., "n", "source", "config"}}, "mean": {metric:
@@ -579,6 +614,7 @@ def evaluate(
         max_length=max_length,
         add_bos=add_bos,
         progress=progress,
+        mesh=mesh,
     )
 
     task_results: dict[str, dict[str, Any]] = {}

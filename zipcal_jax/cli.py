@@ -9,6 +9,14 @@ Verbs:
   zipcal demo       the main job offline: ZipCal vs random for Wanda on SmolLM2-135M, evaluated
 
 Every run writes its resolved configuration (``config.json``) next to its results.
+
+Devices and hosts (before or after the verb): ``--devices N`` shards selection, calibration
+statistics and evaluation over N devices (default: every visible device; one device runs the
+unsharded code), ``--model-parallel M`` splits the model's parameters over M of them (default
+``auto``), ``--distributed`` starts ``jax.distributed`` for one process per host (also started by
+``ZIPCAL_DISTRIBUTED=1`` or a detected launcher, see :mod:`zipcal_jax.distributed` and
+``docs/pods.md``). With several processes every process reads the inputs and computes, and
+process 0 alone writes files and prints the result.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from zipcal_jax.distributed import add_mesh_arguments
 
 DEFAULT_TOKENIZER = "smollm2-135m"
 DEFAULT_MODEL = "smollm2-135m"
@@ -136,7 +146,7 @@ def _pool(cfg) -> _Pool:
     return _Pool(tokenizer, concepts, cands, timing)
 
 
-def _choose(cands, tokenizer, concepts, method, k, seed, pool_size=None):
+def _choose(cands, tokenizer, concepts, method, k, seed, pool_size=None, mesh=None):
     from zipcal_jax.select import select
 
     return select(
@@ -149,17 +159,27 @@ def _choose(cands, tokenizer, concepts, method, k, seed, pool_size=None):
         pool_size=pool_size,
         texts=cands.texts,
         tokenizer=tokenizer,
+        mesh=mesh,
     )
 
 
-def run_select(cfg: SelectConfig, pool: _Pool | None = None) -> tuple[Any, str]:
-    """Build candidates (unless ``pool`` holds them already), select, save; returns the
-    :class:`CalibrationSet` and the table."""
+def _is_writer() -> bool:
+    """Whether this process writes files (process 0; always True in a single process)."""
+    from zipcal_jax.distributed import is_writer
+
+    return is_writer()
+
+
+def run_select(cfg: SelectConfig, pool: _Pool | None = None, mesh: Any = None) -> tuple[Any, str]:
+    """Build candidates (unless ``pool`` holds them already), select (candidates sharded over
+    ``mesh``'s ``data`` axis when given), save from process 0; returns the :class:`CalibrationSet`
+    and the table."""
     from zipcal_jax.calibration import CalibrationSet
 
     pool = pool or _pool(cfg)
     cands = pool.candidates
-    sel = _choose(cands, pool.tokenizer, pool.concepts, cfg.method, cfg.nsamples, cfg.seed, cfg.pool_size)
+    sel = _choose(cands, pool.tokenizer, pool.concepts, cfg.method, cfg.nsamples, cfg.seed, cfg.pool_size,
+                  mesh)  # fmt: skip
     calib = CalibrationSet.from_selection(
         cands, sel, concepts=pool.concepts, seed=cfg.seed, timing=pool.timing, config=dataclasses.asdict(cfg)
     )
@@ -176,16 +196,18 @@ def run_select(cfg: SelectConfig, pool: _Pool | None = None) -> tuple[Any, str]:
         "select s": sel.seconds,
     }
     out = Path(cfg.out or f"runs/select-{cfg.method}-k{cfg.nsamples}-seed{cfg.seed}")
-    calib.save(out)
-    calib.to_jsonl(out / "samples.jsonl")
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     table = _markdown([row])
-    (out / "summary.md").write_text(table + "\n")
+    if _is_writer():
+        calib.save(out)
+        calib.to_jsonl(out / "samples.jsonl")
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        (out / "summary.md").write_text(table + "\n")
     return calib, table + f"\n\nwrote {out}/ (ids.npy, mask.npy, manifest.json, samples.jsonl)"
 
 
-def run_plot(cfg: PlotConfig) -> tuple[Path, str]:
-    """Rank-frequency curves of the pool and of each method's set, log-log, as PNG."""
+def run_plot(cfg: PlotConfig, mesh: Any = None) -> tuple[Path, str]:
+    """Rank-frequency curves of the pool and of each method's set, log-log, as PNG (written by
+    process 0); ``mesh`` shards the selections."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,7 +222,7 @@ def run_plot(cfg: PlotConfig) -> tuple[Path, str]:
     ax.loglog(range(1, len(pool) + 1), pool / pool.sum(), color="black", lw=2, label=f"pool (n={len(cands)})")
     rows = []
     for method in cfg.methods:
-        sel = _choose(cands, tokenizer, concepts, method, cfg.nsamples, cfg.seed)
+        sel = _choose(cands, tokenizer, concepts, method, cfg.nsamples, cfg.seed, mesh=mesh)
         calib = CalibrationSet.from_selection(cands, sel, concepts=concepts, seed=cfg.seed)
         counts = rank_frequency(calib.ids, calib.mask, concepts)
         s = calib.stats
@@ -225,12 +247,13 @@ def run_plot(cfg: PlotConfig) -> tuple[Path, str]:
     ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    if _is_writer():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=120)
+        out.with_suffix(".json").write_text(
+            json.dumps({"config": dataclasses.asdict(cfg), "rows": rows}, indent=1)
+        )
     plt.close(fig)
-    out.with_suffix(".json").write_text(
-        json.dumps({"config": dataclasses.asdict(cfg), "rows": rows}, indent=1)
-    )
     return out, _markdown(rows) + f"\n\nwrote {out}"
 
 
@@ -239,6 +262,7 @@ def _parser() -> argparse.ArgumentParser:
     namespace holds only the flags typed: dataclass default < ``--config`` file < flag."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="zipcal", description=__doc__.split("\n")[0])
+    add_mesh_arguments(p)  # also on each verb below, so they may come before or after it
     verbs = p.add_subparsers(dest="verb", required=True)
     unset = argparse.SUPPRESS
 
@@ -408,6 +432,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--gptq", action="store_true", help="also GPTQ 4-bit g128 (about doubles the time)")
     demo.add_argument("--out", default="runs/demo", help="output folder (finished cells are reused)")
     demo.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    for verb in (sel, plot, ev, cp):
+        add_mesh_arguments(verb, suppress=True)
     return p
 
 
@@ -417,9 +443,10 @@ def _split_list(values: list[str] | str) -> list[str]:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
-def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], str]:
+def run_eval(cfg: EvalConfig, mesh: Any = None) -> tuple[dict[str, Any], str]:
     """Load ``cfg.model``, measure perplexity on each ``cfg.ppl`` source and zero-shot accuracy on
-    ``cfg.tasks``; write ``eval.json``, ``eval.md`` and ``config.json`` to the output folder."""
+    ``cfg.tasks``; write ``eval.json``, ``eval.md`` and ``config.json`` to the output folder (from
+    process 0). ``mesh``: parameters placed on it (split over ``model``), batches over ``data``."""
     import jax.numpy as jnp
 
     from zipcal_jax.evals import perplexity, zeroshot
@@ -437,7 +464,9 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], str]:
         raise ValueError(f"--limit must be a positive number of examples per task, got {cfg.limit}")
     out = Path(cfg.out or f"runs/eval-{Path(cfg.model).name}")
     start = time.perf_counter()
-    model, tokenizer = llama.load(cfg.model, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.dtype))
+    model, tokenizer = llama.load(
+        cfg.model, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.dtype), mesh=mesh
+    )
     if tokenizer is None:
         raise ValueError(
             f"model {cfg.model!r} carries no tokenizer; save one next to its weights (tokenizer.json)"
@@ -446,7 +475,7 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], str]:
     lines = []
     for source in ppl_sources:
         r = perplexity.evaluate(model, tokenizer, source, seqlen=cfg.seqlen, max_windows=cfg.max_windows,
-                                batch_size=cfg.batch_size, progress=cfg.progress)  # fmt: skip
+                                batch_size=cfg.batch_size, progress=cfg.progress, mesh=mesh)  # fmt: skip
         results["perplexity"][source] = r
         lines.append({"source": source, "ppl": r["ppl"], "windows": r["windows"], "seqlen": r["seqlen"],
                       "tokens": r["tokens"], "seconds": r["seconds"]})  # fmt: skip
@@ -455,24 +484,32 @@ def run_eval(cfg: EvalConfig) -> tuple[dict[str, Any], str]:
         text += ["Perplexity", "", _markdown(lines), ""]
     if tasks:
         zs = zeroshot.evaluate(model, tokenizer, tasks, limit=cfg.limit, seed=cfg.seed,
-                               batch_size=cfg.batch_size, progress=cfg.progress)  # fmt: skip
+                               batch_size=cfg.batch_size, progress=cfg.progress, mesh=mesh)  # fmt: skip
         results["zeroshot"] = zs
         text += ["Zero-shot", "", zeroshot.to_markdown(zs), ""]
     results["seconds"] = time.perf_counter() - start
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(results, indent=1, default=str))
-    (out / "eval.md").write_text("\n".join(text))
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    if _is_writer():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(results, indent=1, default=str))
+        (out / "eval.md").write_text("\n".join(text))
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     return results, "\n".join(text) + f"\nwrote {out}/ (eval.json, eval.md, config.json)"
 
 
-def run_compress(cfg: CompressConfig) -> tuple[dict[str, Any], str]:
-    """Load ``cfg.model`` and the calibration set ``cfg.calib``, compress layer by layer, save the
-    model (Orbax, with its tokenizer) and write ``report.json`` and ``config.json`` to ``cfg.out``."""
+def run_compress(cfg: CompressConfig, mesh: Any = None) -> tuple[dict[str, Any], str]:
+    """Load ``cfg.model`` and the calibration set ``cfg.calib``, compress layer by layer (samples
+    sharded over ``mesh``'s ``data`` axis when given), save the model (Orbax, with its tokenizer)
+    and write ``report.json`` and ``config.json`` to ``cfg.out``, from process 0.
+
+    With several processes (``--distributed``) every process compresses the whole model on its
+    first local device (the pipeline does not yet exchange its per-layer results between hosts)
+    and process 0 saves it in the HF safetensors layout (an Orbax save from one process would wait
+    for the others); ``--checkpoint-dir`` is refused there."""
     import jax.numpy as jnp
 
     from zipcal_jax.calibration import CalibrationSet
     from zipcal_jax.compress.pipeline import METHODS, compress
+    from zipcal_jax.distributed import process_count
     from zipcal_jax.models import llama
 
     if not cfg.calib:
@@ -484,23 +521,64 @@ def run_compress(cfg: CompressConfig) -> tuple[dict[str, Any], str]:
     out = Path(cfg.out or f"runs/compress-{Path(cfg.model).name}-{cfg.method}")
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"output folder {out} is not empty; choose a fresh --out")
+    load_mesh, fmt = None, "orbax"
+    if process_count() > 1:
+        if cfg.checkpoint_dir:
+            raise ValueError(
+                "--checkpoint-dir is not supported with several processes (each would write the same "
+                "Orbax checkpoint); drop it, or compress in one process"
+            )
+        load_mesh, mesh, fmt = _first_local_device_mesh(), None, "hf"
     calib = CalibrationSet.load(cfg.calib)
-    model, tokenizer = llama.load(cfg.model, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.dtype))
+    model, tokenizer = llama.load(
+        cfg.model, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.dtype), mesh=load_mesh
+    )
     # Settings left at None take the method's default (e.g. --bits: 4 for gptq/rtn; with
     # sparsegpt, --bits N turns on the joint sparse + quantized mode).
     options = {k: getattr(cfg, k) for k in METHODS[cfg.method] if getattr(cfg, k) is not None}
     model, report = compress(model, calib, cfg.method, propagate=cfg.propagate,
                              true_sequential=cfg.true_sequential, batch_size=cfg.batch_size,
-                             checkpoint_dir=cfg.checkpoint_dir, progress=cfg.progress, **options)  # fmt: skip
+                             checkpoint_dir=cfg.checkpoint_dir, progress=cfg.progress, mesh=mesh,
+                             **options)  # fmt: skip
     report["model"], report["calib"] = cfg.model, cfg.calib
-    llama.save(model, out / "model", tokenizer=tokenizer)
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    if _is_writer():
+        llama.save(model, out / "model", format=fmt, tokenizer=tokenizer)
+        (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     t = report["totals"]
     rows = [{"method": cfg.method, "modules": t["modules"], "sparsity": t["mean_sparsity"],
              "loss": t["loss"], "output_error": t["output_error"], "fallbacks": t["fallbacks"],
              "forward_s": t["seconds_forward"], "solve_s": t["seconds_solve"]}]  # fmt: skip
     return report, _markdown(rows) + f"\n\nwrote {out}/ (model/, report.json, config.json)"
+
+
+def _first_local_device_mesh() -> Any:
+    """A one-device ``("data", "model")`` mesh on this process's first device (loads a model onto it)."""
+    import jax
+    import numpy as np
+    from jax.sharding import AxisType, Mesh
+
+    devices = np.asarray(jax.local_devices()[:1], dtype=object).reshape(1, 1)
+    return Mesh(devices, ("data", "model"), axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def _bytes_on_disk(spec: str) -> int:
+    """Size of a model spec's files (a folder or a file; 0 for names and hub ids): the estimate of
+    its parameter bytes that ``--model-parallel auto`` uses."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return 0
+
+
+def _mesh(args: argparse.Namespace, model_spec: str | None = None) -> Any:
+    """The verb's mesh from ``--devices``/``--model-parallel``, or None when it has one device."""
+    from zipcal_jax.distributed import mesh_from_args, sharding_mesh
+
+    param_bytes = _bytes_on_disk(model_spec) if model_spec else 0
+    return sharding_mesh(mesh_from_args(args, param_bytes))
 
 
 def _config(cls, args: argparse.Namespace):
@@ -574,16 +652,26 @@ def _persistent_compilation_cache() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _persistent_compilation_cache()
     try:
+        from zipcal_jax.distributed import initialize
+
+        initialize(args.distributed)  # before anything starts a JAX backend
+        _persistent_compilation_cache()
         if args.verb == "select":
-            _, text = run_select(_config(SelectConfig, args))
+            _, text = run_select(_config(SelectConfig, args), mesh=_mesh(args))
         elif args.verb == "plot-zipf":
-            _, text = run_plot(_config(PlotConfig, args))
+            _, text = run_plot(_config(PlotConfig, args), mesh=_mesh(args))
         elif args.verb == "eval":
-            _, text = run_eval(_config(EvalConfig, args))
+            cfg = _config(EvalConfig, args)
+            _, text = run_eval(cfg, mesh=_mesh(args, cfg.model))
         elif args.verb == "compress":
-            _, text = run_compress(_config(CompressConfig, args))
+            cfg = _config(CompressConfig, args)
+            _, text = run_compress(cfg, mesh=_mesh(args, cfg.model))
+        elif args.devices is not None or args.model_parallel != "auto":
+            raise ValueError(
+                f"--devices and --model-parallel apply to select, plot-zipf, eval and compress; `zipcal "
+                f"{args.verb}` runs on one device per process (drop them; --distributed still applies)"
+            )
         elif args.verb == "run":
             _, text = run_experiment_file(args.config, args.out, args.progress)
         else:
@@ -591,7 +679,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ConnectionError) as err:
         print(f"zipcal {args.verb}: error: {err}", file=sys.stderr)
         return 2
-    print(text)
+    if _is_writer():
+        print(text)
     return 0
 
 
