@@ -210,6 +210,14 @@ def test_from_file_and_plan(files, tmp_path):
         ExperimentConfig.from_file(tmp_path / "missing.yaml")
 
 
+def test_grid_refuses_several_processes(files, tmp_path, monkeypatch):
+    from zipcal_jax import distributed
+
+    monkeypatch.setattr(distributed, "process_count", lambda: 2)
+    with pytest.raises(ValueError, match="one host"):
+        run_experiment(ExperimentConfig.from_dict(grid(files, tmp_path / "x")))
+
+
 def test_demo_config_drops_kjv_tasks_when_unavailable(monkeypatch, capsys):
     from zipcal_jax.cache import DownloadError
     from zipcal_jax.data import builtins
@@ -224,3 +232,33 @@ def test_demo_config_drops_kjv_tasks_when_unavailable(monkeypatch, capsys):
     assert "builtin:kjv unavailable" in capsys.readouterr().err
     chosen = experiment.demo_config(tasks=["last_word/pydoc"]).evaluation.tasks
     assert chosen == ("last_word/pydoc",)
+
+
+@pytest.mark.slow  # ~25-50 s: the grid twice, once in an 8-device subprocess
+def test_grid_on_8_devices_matches_one_device(files, tmp_path):
+    """The grid with a ``data`` mesh over 8 fake devices gives the one-device selections and
+    the same perplexity and accuracies (up to float summation order)."""
+    from multidevice import run_on_8_devices
+
+    cfg = grid(files, tmp_path / "one", methods=["zipcal", "cola"], compressors=["wanda50"], seeds=[0])
+    one = run_experiment(ExperimentConfig.from_dict(cfg))
+    script = f"""
+import json, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from zipcal_jax.distributed import make_mesh
+from zipcal_jax.experiment import ExperimentConfig, run_experiment
+cfg = json.loads({json.dumps(json.dumps({**cfg, "out": str(tmp_path / "eight")}))})
+result = run_experiment(ExperimentConfig.from_dict(cfg), mesh=make_mesh(8))
+print(json.dumps(result.rows))
+"""
+    eight = run_on_8_devices(script)
+    assert len(eight) == len(one.rows) == 3
+    for a, b in zip(one.rows, eight):
+        assert (a["method"], a["tokens"] if "tokens" in a else None) == (b["method"], b.get("tokens"))
+        assert b["acc"] == pytest.approx(a["acc"], abs=1e-9)
+        for src, (ppl, _) in a["ppl"].items():
+            assert b["ppl"][src][0] == pytest.approx(ppl, rel=1e-4)
+    for name in ("tiny-model__paras__wanda50__zipcal__k4__s0", "tiny-model__paras__wanda50__cola__k4__s0"):
+        sel_one = json.loads((tmp_path / "one" / "cells" / f"{name}.json").read_text())["selection"]
+        sel_eight = json.loads((tmp_path / "eight" / "cells" / f"{name}.json").read_text())["selection"]
+        assert sel_one["indices"] == sel_eight["indices"]

@@ -600,13 +600,16 @@ def _config(cls, args: argparse.Namespace):
     return cls(**values)
 
 
-def run_experiment_file(config: str, out: str | None = None, progress: bool | None = None) -> tuple[Any, str]:
-    """``zipcal run``: the grid of ``config`` (YAML/JSON), optionally with another output folder."""
+def run_experiment_file(
+    config: str, out: str | None = None, progress: bool | None = None, mesh: Any = None
+) -> tuple[Any, str]:
+    """``zipcal run``: the grid of ``config`` (YAML/JSON), optionally with another output folder,
+    sharded over ``mesh`` (see :func:`zipcal_jax.experiment.run_experiment`)."""
     from zipcal_jax.experiment import ExperimentConfig, run_experiment
 
     cfg = ExperimentConfig.from_file(config)
     changes = {k: v for k, v in (("out", out), ("progress", progress)) if v is not None}
-    result = run_experiment(dataclasses.replace(cfg, **changes))
+    result = run_experiment(dataclasses.replace(cfg, **changes), mesh=mesh)
     files = ", ".join(p.name for p in result.files)
     return result, (
         f"{result.markdown}\n\n{len(result.computed)} cells computed, {len(result.skipped)} reused; "
@@ -614,7 +617,7 @@ def run_experiment_file(config: str, out: str | None = None, progress: bool | No
     )
 
 
-def run_demo(args: argparse.Namespace) -> str:
+def run_demo(args: argparse.Namespace, mesh: Any = None) -> str:
     """ZipCal vs random selection for Wanda 50% (and GPTQ 4-bit with ``--gptq``) on SmolLM2-135M and
     the built-in pydoc pool; held-out pydoc perplexity and the offline cloze tasks, dense included."""
     from zipcal_jax.experiment import demo_config, run_experiment
@@ -630,7 +633,7 @@ def run_demo(args: argparse.Namespace) -> str:
              f"zero-shot {', '.join(ev.tasks)} (limit {ev.limit})")  # fmt: skip
     print(sizes, file=sys.stderr, flush=True)
     start = time.perf_counter()
-    result = run_experiment(cfg)
+    result = run_experiment(cfg, mesh=mesh)
     wall = time.perf_counter() - start
     return (f"{result.markdown}\n\n{sizes}\nwall time {wall:.0f} s ({len(result.computed)} cells computed, "
             f"{len(result.skipped)} reused); wrote {args.out}/ (cells/, summary.md, summary.json, accuracy.png, "
@@ -667,15 +670,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verb == "compress":
             cfg = _config(CompressConfig, args)
             _, text = run_compress(cfg, mesh=_mesh(args, cfg.model))
-        elif args.devices is not None or args.model_parallel != "auto":
-            raise ValueError(
-                f"--devices and --model-parallel apply to select, plot-zipf, eval and compress; `zipcal "
-                f"{args.verb}` runs on one device per process (drop them; --distributed still applies)"
-            )
         elif args.verb == "run":
-            _, text = run_experiment_file(args.config, args.out, args.progress)
+            _, text = run_experiment_file(args.config, args.out, args.progress, mesh=_mesh(args))
         else:
-            text = run_demo(args)
+            text = run_demo(args, mesh=_mesh(args))
     except (ValueError, FileNotFoundError, ConnectionError) as err:
         print(f"zipcal {args.verb}: error: {err}", file=sys.stderr)
         return 2

@@ -336,7 +336,7 @@ def plan_cells(cfg: ExperimentConfig) -> list[Cell]:
     return cells
 
 
-def _model_based(cell: Cell, model, cands, forwards: dict, progress: bool):
+def _model_based(cell: Cell, model, cands, forwards: dict, progress: bool, mesh=None):
     """``least_perplexity``/``cola`` with the model forward over the pool done once per (pool, method)
     and reused across seeds and ``k``. The reported seconds always include the forward's seconds
     (measured when it ran), so a reused forward does not make the method look cheaper."""
@@ -348,9 +348,11 @@ def _model_based(cell: Cell, model, cands, forwards: dict, progress: bool):
     if not reused:
         t0 = time.perf_counter()
         if cell.method == "least_perplexity":
-            data = model_select.perplexity_scores(model, cands.ids, cands.mask, progress=progress)
+            data = model_select.perplexity_scores(model, cands.ids, cands.mask, mesh=mesh, progress=progress)
         else:
-            data = model_select.activation_features(model, cands.ids, cands.mask, progress=progress)
+            data = model_select.activation_features(
+                model, cands.ids, cands.mask, mesh=mesh, progress=progress
+            )
         forwards[key] = (data, time.perf_counter() - t0)
     data, forward_s = forwards[key]
     t0 = time.perf_counter()
@@ -380,18 +382,18 @@ def _finished(out: Path, cell: Cell) -> dict[str, Any] | None:
     return saved if saved.get("config") == cell.config else None
 
 
-def _evaluate(model, tokenizer, ev: EvalSettings, progress: bool) -> dict[str, Any]:
+def _evaluate(model, tokenizer, ev: EvalSettings, progress: bool, mesh=None) -> dict[str, Any]:
     from zipcal_jax.evals import perplexity, zeroshot
 
     start = time.perf_counter()
     out: dict[str, Any] = {"perplexity": {}, "zeroshot": {}, "zeroshot_mean": {}, "skipped": {}}
     for source in ev.ppl:
         r = perplexity.evaluate(model, tokenizer, source, seqlen=ev.seqlen, max_windows=ev.max_windows,
-                                progress=progress)  # fmt: skip
+                                progress=progress, mesh=mesh)  # fmt: skip
         out["perplexity"][source] = {k: r[k] for k in ("ppl", "nll", "windows", "tokens", "seconds")}
     if ev.tasks:
         zs = zeroshot.evaluate(model, tokenizer, list(ev.tasks), limit=ev.limit, seed=ev.seed,
-                               batch_size=ev.batch_size, progress=progress)  # fmt: skip
+                               batch_size=ev.batch_size, progress=progress, mesh=mesh)  # fmt: skip
         keep = ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n")
         out["zeroshot"] = {name: {k: r[k] for k in keep if k in r} for name, r in zs["tasks"].items()}
         out["zeroshot_mean"] = zs["mean"]
@@ -428,8 +430,24 @@ class ExperimentResult:
     files: list[Path]
 
 
-def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
-    """Run every unfinished cell of ``cfg``'s grid, then write the summary (see the module docstring)."""
+def run_experiment(cfg: ExperimentConfig, mesh: Any = None) -> ExperimentResult:
+    """Run every unfinished cell of ``cfg``'s grid, then write the summary (see the module docstring).
+
+    ``mesh``: a ``jax.sharding.Mesh`` with a ``data`` axis (``zipcal_jax.distributed.make_mesh``) over
+    this process's devices: the model is loaded onto it (a ``model`` axis shards its weights), and
+    selection, the model-based methods' forwards, calibration statistics and evaluation split their
+    batches over ``data``. The grid runs in one process: under several ``jax.distributed``
+    processes it refuses to start (run it on one host, with that host's devices in ``mesh``).
+    """
+    from zipcal_jax.distributed import process_count
+
+    if process_count() > 1:
+        raise ValueError(
+            f"the experiment grid runs in one process, but jax.distributed has {process_count()}; "
+            "run `zipcal run` on one host without --distributed (use that host's devices with --devices)"
+        )
+    if mesh is not None and mesh.devices.size == 1:
+        mesh = None  # one device: the unsharded code path
     import jax.numpy as jnp
     from flax import nnx
 
@@ -453,7 +471,7 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
             continue
         t0 = time.perf_counter()
         dtype = jnp.dtype(cfg.dtype)
-        model, tokenizer = llama.load(model_spec, dtype=dtype, param_dtype=dtype)
+        model, tokenizer = llama.load(model_spec, dtype=dtype, param_dtype=dtype, mesh=mesh)
         if tokenizer is None:
             raise ValueError(f"model {model_spec!r} carries no tokenizer; save tokenizer.json next to it")
         dense = nnx.to_pure_dict(nnx.state(model))
@@ -465,7 +483,7 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
             start = time.perf_counter()
             result: dict[str, Any] = {"id": cell.id, "config": cell.config}
             if cell.dense:
-                result["evaluation"] = _evaluate(model, tokenizer, cfg.evaluation, cfg.progress)
+                result["evaluation"] = _evaluate(model, tokenizer, cfg.evaluation, cfg.progress, mesh)
             else:
                 if cell.pool not in pools:
                     t1 = time.perf_counter()
@@ -478,11 +496,11 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
                 key = (cell.pool, cell.method, cell.nsamples, cell.seed)
                 if key not in selections:
                     if cell.method in _MODEL_BASED:
-                        sel = _model_based(cell, model, cands, forwards, cfg.progress)
+                        sel = _model_based(cell, model, cands, forwards, cfg.progress, mesh)
                     else:
                         sel = select(cands.ids, cell.nsamples, method=cell.method, mask=cands.mask,
                                      concepts=concepts, seed=cell.seed, texts=cands.texts,
-                                     tokenizer=tokenizer)  # fmt: skip
+                                     tokenizer=tokenizer, mesh=mesh)  # fmt: skip
                     selections[key] = CalibrationSet.from_selection(
                         cands, sel, concepts=concepts, seed=cell.seed
                     )
@@ -504,9 +522,9 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
                 method = entry.pop("method")
                 try:
                     _, report = compress(model, calib, method, batch_size=cfg.batch_size,
-                                         progress=cfg.progress, **entry)  # fmt: skip
+                                         progress=cfg.progress, mesh=mesh, **entry)  # fmt: skip
                     result["compression"] = {**report["totals"], "options": report["options"]}
-                    result["evaluation"] = _evaluate(model, tokenizer, cfg.evaluation, cfg.progress)
+                    result["evaluation"] = _evaluate(model, tokenizer, cfg.evaluation, cfg.progress, mesh)
                 finally:
                     _restore(model, dense)
             result["seconds"] = time.perf_counter() - start
