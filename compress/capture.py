@@ -16,12 +16,21 @@ is ``diag(Σ) / N_seq`` (note §1.1, sequences, not tokens; a per-column constan
 
 Sharding: a batch whose sample axis is sharded over a mesh axis (``data``) gives the same jitted
 program a sharded contraction; XLA reduces the partial sums across devices (a psum) and the
-sums come back replicated.
+sums come back replicated, or, when the accumulators were created with their rows split over a
+mesh axis (:func:`zero_sums`), reduce-scattered: each device then holds ``d / n`` rows of each H.
+
+Host offload (:class:`HostOffload`): the pipeline's streaming mode keeps every decoder layer's
+weights and the calibration activations in host memory and moves one layer, and one batch of
+activations at a time, onto the device(s) — a jax ``pinned_host`` memory kind where the backend
+has one (GPU, TPU and the CPU backend do: on CPU it is the same RAM, but the code path is the
+same), or NumPy arrays in process memory.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -76,9 +85,10 @@ def positions_and_mask(token_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 @functools.partial(jax.jit, static_argnums=0)
 def embed(graphdef: nnx.GraphDef, state: nnx.State, ids: jax.Array) -> jax.Array:
-    """Layer-0 inputs of a batch: the embedding of ``ids`` (B, T) → (B, T, D) (the model's
-    graphdef/state)."""
-    return nnx.merge(graphdef, state).embed_tokens(ids)
+    """Layer-0 inputs of a batch: the embedding of ``ids`` (B, T) → (B, T, D). ``graphdef/state``
+    of the model's ``embed`` module only (``Llama.embed_tokens`` calls it), so the rest of the
+    model stays where it is."""
+    return nnx.merge(graphdef, state)(ids)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -124,10 +134,12 @@ def site_dims(layer) -> dict[str, int]:
 
 
 def zero_sums(layer, sites: tuple[str, ...], sharding=None) -> dict[str, jax.Array]:
-    """Zeroed float32 ``(d, d)`` accumulators for ``sites`` (placed with ``sharding`` if given)."""
+    """Zeroed float32 ``(d, d)`` accumulators for ``sites``, created with ``sharding`` if given: one
+    sharding for all, or a function ``d -> sharding`` (e.g. rows split over a mesh axis when ``d``
+    divides evenly). :func:`accumulate` keeps each sum's sharding."""
     dims = site_dims(layer)
-    sums = {s: jnp.zeros((dims[s], dims[s]), jnp.float32) for s in sites}
-    return sums if sharding is None else jax.device_put(sums, sharding)
+    pick = sharding if callable(sharding) else (lambda d: sharding)
+    return {s: jnp.zeros((dims[s], dims[s]), jnp.float32, device=pick(dims[s])) for s in sites}
 
 
 def hessian(xtx: jax.Array, n_tokens: int) -> jax.Array:
@@ -139,3 +151,78 @@ def wanda_scaler_row(xtx: jax.Array, n_sequences: int) -> jax.Array:
     """Wanda's ``scaler_row = ||X_j||² / N_seq`` (note §1.1): the diagonal of the sum over the
     number of calibration *sequences*."""
     return jnp.diagonal(xtx) / n_sequences
+
+
+# ----------------------------------------------------------------------------- host offload
+
+OFFLOAD_KINDS = ("pinned_host", "numpy")
+
+
+def resolve_offload(offload: bool | str | None, device: jax.Device) -> str | None:
+    """``False``/``None`` → None (everything stays on device); ``True`` → ``"pinned_host"`` where
+    ``device`` has that memory, else ``"numpy"``; ``"pinned_host"`` or ``"numpy"`` as given."""
+    if offload is None or offload is False:
+        return None
+    kinds = {m.kind for m in device.addressable_memories()}
+    if offload is True:
+        return "pinned_host" if "pinned_host" in kinds else "numpy"
+    if offload not in OFFLOAD_KINDS:
+        raise ValueError(f"offload={offload!r} must be False, True or one of {OFFLOAD_KINDS}")
+    if offload == "pinned_host" and "pinned_host" not in kinds:
+        raise ValueError(
+            f"offload='pinned_host': {device} has no pinned_host memory (it has {sorted(kinds)}); "
+            "use offload='numpy' (host arrays in process memory) or offload=True (picks one)"
+        )
+    return offload
+
+
+@dataclasses.dataclass(frozen=True)
+class HostOffload:
+    """Where weights and activations wait while another layer is on the device(s).
+
+    ``kind``: ``"pinned_host"`` (jax arrays in the host memory kind of ``host_device``: one copy,
+    transfers are asynchronous DMA on GPU/TPU) or ``"numpy"`` (``jax.device_get``).
+    ``layer_device``: the sharding a layer computes with (replicated over the mesh, or one device);
+    ``batch_device``: the sharding of a batch of activations (samples over the ``data`` axis).
+    Batches keep their sample sharding in host memory, so each device's shard moves by itself.
+    """
+
+    kind: str
+    layer_device: jax.sharding.Sharding
+    batch_device: jax.sharding.Sharding
+    host_device: jax.Device
+
+    def to_host(self, tree: Any, batch: bool = False) -> Any:
+        if self.kind == "numpy":
+            return jax.device_get(tree)
+        if batch:
+            return jax.device_put(tree, self.batch_device.with_memory_kind("pinned_host"))
+        one = jax.sharding.SingleDeviceSharding(self.host_device, memory_kind="pinned_host")
+        return jax.tree.map(lambda x: jax.device_put(self._one_copy(x), one), tree)
+
+    def _one_copy(self, x: Any) -> Any:
+        """``x`` on ``host_device`` alone (weights keep one host copy, not one per device): the
+        local shard of a replicated array, else the array gathered there (device memory kinds
+        cannot be changed together with the device set in one ``device_put``)."""
+        if not isinstance(x, jax.Array) or len(x.sharding.device_set) == 1:
+            return x  # NumPy, or one device's buffer: moves in one device_put
+        if x.is_fully_replicated and self.host_device in x.sharding.device_set:
+            return next(s.data for s in x.addressable_shards if s.device == self.host_device)
+        return jax.device_put(x, jax.sharding.SingleDeviceSharding(self.host_device))
+
+    def to_device(self, tree: Any, batch: bool = False) -> Any:
+        return jax.device_put(tree, self.batch_device if batch else self.layer_device)
+
+    def module_to_host(self, module: nnx.Module) -> None:
+        """Replace ``module``'s variables with host copies (the device buffers are then free)."""
+        nnx.update(module, self.to_host(nnx.state(module)))
+
+    def module_to_device(self, module: nnx.Module) -> None:
+        nnx.update(module, self.to_device(nnx.state(module)))
+
+    def model_to_host(self, model) -> None:
+        """Every weight of a ``Llama`` to host memory, one submodule at a time (so a model that
+        starts in device or NumPy memory never needs a second full copy)."""
+        for module in (model.embed, *model.layers, model.final_norm, model.lm_head):
+            if module is not None:
+                self.module_to_host(module)

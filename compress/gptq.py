@@ -48,6 +48,7 @@ round-half-even like ``torch.round``; matmuls at ``Precision.HIGHEST``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -55,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import PartitionSpec
 
 from zipcal_jax.compress.quant import (
     Quantizer,
@@ -73,8 +75,10 @@ __all__ = [
     "SolverInfo",
     "damping_schedule",
     "obs_solve",
+    "obs_solve_rows",
     "pack",
     "quantize",
+    "run_obs_solve",
     "unpack",
 ]
 
@@ -167,6 +171,90 @@ def obs_solve(
     (``int(d_out · count · sparsity)``); ignored otherwise. Returns ``(W_new, SolverInfo)`` with
     ``W_new`` in the compute dtype (float32, or float64 for float64 inputs under x64).
     """
+    return _obs_solve(W, H, percdamps, n_levels, kblock, spec)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "mesh", "axis"))
+def obs_solve_rows(
+    W: jax.Array,
+    H: jax.Array,
+    percdamps: jax.Array,
+    n_levels: jax.Array,
+    kblock: jax.Array,
+    spec: ObsSpec,
+    mesh: jax.sharding.Mesh,
+    axis: str,
+) -> tuple[jax.Array, SolverInfo]:
+    """:func:`obs_solve` with the rows of ``W`` split over the mesh axis ``axis`` (``shard_map``).
+
+    Rows are independent given ``H``: every device factors the same (replicated) ``H`` and sweeps
+    the columns of its ``d_out / n`` rows. What couples rows is reduced over ``axis``: SparseGPT's
+    unstructured block threshold (a global k-th smallest, exact integer counts), the retry
+    decision (a non-finite row anywhere retries everywhere) and the loss; act-order's permutation
+    comes from ``diag(H)`` and the quantization grids are per row, so neither couples rows.
+    ``d_out`` is padded with zero rows to a multiple of the axis size (excluded from the threshold,
+    stripped from the result). Outputs with a row axis come back sharded over ``axis``.
+    """
+    d_out = W.shape[0]
+    pad = -d_out % mesh.shape[axis]
+    row, rep = PartitionSpec(axis), PartitionSpec()
+    qz = spec.quantizer
+    params = None
+    if qz is not None:
+        params = QuantParams(codes=row, scales=row, zeros=row, g_idx=rep, perm=rep if spec.act_order else None,
+                             bits=qz.bits, group_size=spec.group_size, sym=qz.sym)  # fmt: skip
+    info = SolverInfo(loss=rep, percdamp=rep, damp=rep, attempts=rep, fallback=rep,
+                      mask=row if spec.prune else None, params=params)  # fmt: skip
+    local = functools.partial(_obs_solve, spec=spec, axis=axis, n_rows=d_out)
+    # check_vma=False: the retry loop carries values that vary over ``axis`` next to reduced ones
+    solve = jax.shard_map(local, mesh=mesh, in_specs=(row, rep, rep, rep, rep), out_specs=(row, info),
+                          check_vma=False)  # fmt: skip
+    W_new, info = solve(jnp.pad(W, ((0, pad), (0, 0))), H, percdamps, n_levels, kblock)
+    if pad:
+        W_new = W_new[:d_out]
+        mask = info.mask[:d_out] if info.mask is not None else None
+        p = info.params
+        if p is not None:
+            p = dataclasses.replace(p, codes=p.codes[:d_out], scales=p.scales[:d_out], zeros=p.zeros[:d_out])
+        info = dataclasses.replace(info, mask=mask, params=p)
+    return W_new, info
+
+
+def run_obs_solve(
+    W: jax.Array,
+    H: jax.Array,
+    percdamps: np.ndarray,
+    n_levels: int,
+    kblock: np.ndarray,
+    spec: ObsSpec,
+    mesh: jax.sharding.Mesh | None = None,
+    row_axis: str | None = None,
+) -> tuple[jax.Array, SolverInfo]:
+    """:func:`obs_solve` on one device, or :func:`obs_solve_rows` when ``mesh`` and ``row_axis``
+    (the mesh axis that splits the rows of ``W``) are given; checks the pair."""
+    if mesh is None and row_axis is None:
+        return obs_solve(W, H, percdamps, n_levels, kblock, spec)
+    if mesh is None or row_axis not in mesh.axis_names:
+        names = None if mesh is None else tuple(mesh.axis_names)
+        raise ValueError(
+            f"row_axis={row_axis!r} needs a mesh with that axis (mesh axes: {names}); pass both "
+            "mesh= and row_axis=, or neither for a single-device solve"
+        )
+    return obs_solve_rows(W, H, percdamps, n_levels, kblock, spec, mesh, row_axis)
+
+
+def _obs_solve(
+    W: jax.Array,
+    H: jax.Array,
+    percdamps: jax.Array,
+    n_levels: jax.Array,
+    kblock: jax.Array,
+    spec: ObsSpec,
+    axis: str | None = None,
+    n_rows: int | None = None,
+) -> tuple[jax.Array, SolverInfo]:
+    """The traced body of :func:`obs_solve`; with ``axis`` (inside ``shard_map``) ``W`` holds this
+    device's rows of a ``(n_rows, d_in)`` problem (trailing padding rows beyond ``n_rows``)."""
     d_out, d_in = W.shape
     B, g, qz = spec.blocksize, spec.group_size, spec.quantizer
     dtype = jnp.result_type(W.dtype, H.dtype, jnp.float32)
@@ -213,10 +301,12 @@ def obs_solve(
             dHinv1 = jnp.diagonal(Hinv1)
             mask1 = None
             if spec.prune == "unstructured":  # adaptive mask: OBS saliency w²/[H⁻¹]_jj over the block
-                valid = (i1 + jnp.arange(B)) < d_in
-                tmp = jnp.where(valid[None, :], exact_div(W1**2, dHinv1[None, :] ** 2), jnp.inf)
-                thresh = kth_smallest(tmp, kblock[b])  # = sort(tmp.flat)[k]
-                mask1 = (tmp <= thresh) & valid[None, :]
+                valid = ((i1 + jnp.arange(B)) < d_in)[None, :]
+                if axis is not None:  # padding rows take no part in the threshold
+                    valid = valid & ((lax.axis_index(axis) * d_out + jnp.arange(d_out)) < n_rows)[:, None]
+                tmp = jnp.where(valid, exact_div(W1**2, dHinv1[None, :] ** 2), jnp.inf)
+                thresh = kth_smallest(tmp, kblock[b], axis)  # = sort(tmp.flat)[k] over all rows
+                mask1 = (tmp <= thresh) & valid
             elif spec.prune == "nm":
                 mask1 = jnp.zeros((d_out, B), bool)
             W_outer = W  # dynamic groups are fitted on W without this block's in-block updates
@@ -283,9 +373,12 @@ def obs_solve(
         percdamp = percdamps[jnp.minimum(k, percdamps.shape[0] - 1)]
         damp = (percdamp * mean_diag).astype(dtype)
         Hinv = lax.cond(k >= n_levels, lambda: eye, lambda: inverse_cholesky_upper(H + damp * eye))
-        factored = jnp.all(jnp.isfinite(Hinv))
+        factored = jnp.all(jnp.isfinite(Hinv))  # H is replicated: the same on every device
         out = lax.cond(factored, lambda: sweep(W, Hinv), lambda: failed)
-        return k + 1, out, factored & jnp.all(jnp.isfinite(out[0])), percdamp.astype(dtype), damp
+        finite = jnp.all(jnp.isfinite(out[0]))
+        if axis is not None:  # every device retries when any row went non-finite
+            finite = lax.psum((~finite).astype(jnp.int32), axis) == 0
+        return k + 1, out, factored & finite, percdamp.astype(dtype), damp
 
     init = (jnp.int32(0), failed, jnp.bool_(False), jnp.zeros((), dtype), jnp.zeros((), dtype))
     k, out, _, percdamp, damp = lax.while_loop(lambda s: (~s[2]) & (s[0] <= n_levels), attempt, init)
@@ -319,8 +412,11 @@ def obs_solve(
             group_size=g,
             sym=qz.sym,
         )
+    loss = jnp.sum(Losses)
+    if axis is not None:
+        loss = lax.psum(loss, axis)
     info = SolverInfo(
-        loss=jnp.sum(Losses) / 2,
+        loss=loss / 2,
         percdamp=percdamp,
         damp=damp,
         attempts=k,
@@ -358,6 +454,8 @@ def quantize(
     *,
     mse: bool = False,
     return_info: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
+    row_axis: str | None = None,
 ):
     """GPTQ-quantize ``W: (d_out, d_in)`` with the Hessian ``H: (d_in, d_in)`` (= 2/N · XᵀX).
 
@@ -366,7 +464,9 @@ def quantize(
     * ``act_order``: process columns by descending ``diag(H)``; groups are then contiguous in that
       order (``g_idx`` records them) unless ``static_groups``, which fits the groups up front in
       the original order (inference needs no reordering);
-    * ``blocksize``, ``percdamp``: lazy-batch width and relative damping (reference 128, 0.01).
+    * ``blocksize``, ``percdamp``: lazy-batch width and relative damping (reference 128, 0.01);
+    * ``mesh``, ``row_axis``: split the rows of ``W`` over that mesh axis (:func:`obs_solve_rows`;
+      the same codes as one device, weights and loss up to float summation order).
 
     Returns ``(W_dequant, QuantParams)`` with ``W_dequant`` in ``W``'s dtype (in float32 it equals
     ``params.dequantize()`` exactly); with ``return_info=True``, ``(W_dequant, params, SolverInfo)``.
@@ -385,7 +485,7 @@ def quantize(
     )
     levels, n_levels = damping_schedule(percdamp)
     kblock = np.zeros(_round_up(W.shape[1], blocksize) // blocksize, np.int32)  # unused without pruning
-    W_q, info = obs_solve(W, H, levels, n_levels, kblock, spec)
+    W_q, info = run_obs_solve(W, H, levels, n_levels, kblock, spec, mesh, row_axis)
     W_q = W_q.astype(dtype)
     if return_info:
         return W_q, info.params, info

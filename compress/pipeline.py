@@ -20,9 +20,16 @@ Statistics: ``H = 2/N · XᵀX`` with ``N`` the real tokens (the references norm
 damping is relative to ``mean(diag H)``, so the solvers' choices are the same), one H per site,
 shared by the linears that read it. Wanda ranks with ``scaler_row = ||X_j||² / N_seq`` (§1.1).
 Memory: one layer's activations for all samples (inputs and outputs) plus its four Hessians.
+``offload=True`` streams the model through device memory: every weight and the activations
+between layers wait in host memory (a ``pinned_host`` memory kind, or NumPy), and only the layer
+being compressed, one batch of activations and its Hessians are on the device(s) (bit-identical
+results; budget and measurements in ``docs/memory.md``).
 
 Sharding: ``mesh=`` with a ``data`` axis shards every batch's samples over it; the layer's
 parameters are replicated; the sums are reduced across devices inside the jitted contraction.
+``solve_axis=`` (a mesh axis, or ``data`` again) splits the rows of the Hessian accumulators and
+of every weight across devices: each device solves ``d_out / n`` rows with ``H`` replicated
+(``gptq.obs_solve_rows``; same masks and codes as one device, weights up to float summation order).
 
 Resume: with ``checkpoint_dir`` every finished layer ``i`` writes two Orbax checkpoints,
 ``layer_{i:04d}/`` (its seven compressed weights, ``{"weights": {...}}``, kept for good) and
@@ -164,15 +171,25 @@ def _atomic_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
 
 
-def _compress_linear(W: jax.Array, xtx: jax.Array, H: jax.Array, n_seq: int, method: str, opts: dict):
-    """Compress ``W: (d_out, d_in)`` (float32) given its site's ``Σ x xᵀ`` and ``H = 2/N · Σ x xᵀ``. Returns
-    ``(W_new, record, extras)``; ``extras`` holds ``mask``/``params`` for callbacks."""
+def _compress_linear(
+    W: jax.Array, scaler: jax.Array | None, H: jax.Array, method: str, opts: dict, rows=None
+):
+    """Compress ``W: (d_out, d_in)`` (float32) given its site's ``H = 2/N · Σ x xᵀ`` and, for Wanda,
+    ``scaler = diag(Σ x xᵀ) / N_seq``. Returns ``(W_new, record, extras)``; ``extras`` holds
+    ``mask``/``params`` for callbacks.
+
+    ``rows=(mesh, axis)``: the rows of ``W`` are split over that mesh axis. SparseGPT and GPTQ run
+    ``gptq.obs_solve_rows`` (``shard_map``, ``H`` replicated); Wanda, magnitude and RTN are
+    row-local, so ``jit`` keeps a row-sharded ``W`` (from ``_Run.weight``) sharded."""
     from zipcal_jax.compress import baselines, gptq, quant, sparsegpt, wanda
 
     record: dict[str, Any] = {}
     extras: dict[str, Any] = {}
+    on_rows = {} if rows is None else {"mesh": rows[0], "row_axis": rows[1]}
     if method == "wanda":
-        mask = wanda.prune(W, capture.wanda_scaler_row(xtx, n_seq), opts["sparsity"], opts["nm"])
+        if rows is not None:  # the (d_in,) scaler next to every row block
+            scaler = jax.device_put(scaler, jax.sharding.NamedSharding(rows[0], jax.P()))
+        mask = wanda.prune(W, scaler, opts["sparsity"], opts["nm"])
         W_new, extras["mask"] = jnp.where(mask, 0, W), mask
     elif method == "magnitude":
         mask = baselines.magnitude_prune(W, opts["sparsity"], opts["nm"])
@@ -185,7 +202,8 @@ def _compress_linear(W: jax.Array, xtx: jax.Array, H: jax.Array, n_seq: int, met
                 None if opts["bits"] is None else quant.Quantizer(bits=int(opts["bits"]), sym=opts["sym"])
             )
             W_new, info = sparsegpt.prune(W, H, opts["sparsity"], opts["nm"], opts["blocksize"],
-                                          opts["percdamp"], quantizer=quantizer, return_info=True)  # fmt: skip
+                                          opts["percdamp"], quantizer=quantizer, return_info=True,
+                                          **on_rows)  # fmt: skip
             extras["mask"] = info.mask
             if info.params is not None:
                 extras["params"] = info.params
@@ -193,7 +211,7 @@ def _compress_linear(W: jax.Array, xtx: jax.Array, H: jax.Array, n_seq: int, met
             W_new, params, info = gptq.quantize(
                 W, H, opts["bits"], opts["group_size"], opts["sym"], opts["act_order"],
                 opts["static_groups"], opts["blocksize"], opts["percdamp"], mse=opts["mse"],
-                return_info=True,
+                return_info=True, **on_rows,
             )  # fmt: skip
             extras["params"] = params
         record.update(loss=float(info.loss), loss_kind="obs", percdamp=float(info.percdamp),
@@ -213,6 +231,50 @@ def _put(x: np.ndarray, sharding) -> jax.Array:
     return jax.device_put(x, sharding) if sharding is not None else jnp.asarray(x)
 
 
+@dataclasses.dataclass
+class _Run:
+    """The settings one ``compress`` call threads through its layers."""
+
+    method: str
+    opts: dict[str, Any]
+    n_seq: int
+    n_tokens: int
+    propagate: str
+    true_sequential: bool
+    mesh: jax.sharding.Mesh | None
+    replicated: Any  # NamedSharding(mesh, P()) or None
+    solve_axis: str | None
+    place: capture.HostOffload | None
+    callback: Callable[[str, jax.Array, dict], None] | None
+    report: dict[str, Any]
+    seconds: dict[str, float]
+
+    def sums_sharding(self, d: int):
+        """Accumulators: rows over ``solve_axis`` when ``d`` divides evenly, else replicated."""
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        if self.solve_axis is not None and d % self.mesh.shape[self.solve_axis] == 0:
+            return NamedSharding(self.mesh, PartitionSpec(self.solve_axis, None))
+        return self.replicated
+
+    def weight(self, W: np.ndarray) -> jax.Array:
+        """``W (d_out, d_in)`` as float32 on device: rows over ``solve_axis`` when they divide
+        evenly (the OBS solvers pad otherwise), else on the default device."""
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        if self.solve_axis is not None and W.shape[0] % self.mesh.shape[self.solve_axis] == 0:
+            return jax.device_put(
+                W.astype(np.float32), NamedSharding(self.mesh, PartitionSpec(self.solve_axis))
+            )
+        return jnp.asarray(W, jnp.float32)
+
+    def to_device(self, h):  # a batch of activations
+        return self.place.to_device(h, batch=True) if self.place is not None else h
+
+    def to_host(self, h):
+        return self.place.to_host(h, batch=True) if self.place is not None else h
+
+
 def compress(
     model,
     calibration: Any,
@@ -225,6 +287,8 @@ def compress(
     progress: bool = True,
     mesh: jax.sharding.Mesh | None = None,
     data_axis: str = "data",
+    solve_axis: str | None = None,
+    offload: bool | str = False,
     callback: Callable[[str, jax.Array, dict], None] | None = None,
     stop_after: int | None = None,
     **options: Any,
@@ -247,6 +311,17 @@ def compress(
       checkpoint_dir: save progress per layer there and resume from it.
       progress: tqdm bar over layers.
       mesh, data_axis: shard samples over ``mesh.shape[data_axis]`` devices.
+      solve_axis: a mesh axis (``"model"``, or ``data_axis`` to reuse it) that splits each
+        linear's rows (output channels) across devices for the solve, with ``H`` replicated, and
+        the rows of the Hessian accumulators (reduce-scattered instead of replicated). Same
+        masks and codes as one device; weights equal up to float summation order (see
+        ``gptq.obs_solve_rows``). None (default): solves run on the first device.
+      offload: stream layers through device memory: ``True`` (``"pinned_host"`` where the backend
+        has that memory kind, else ``"numpy"``), ``"pinned_host"`` or ``"numpy"``. Every weight
+        of the model and the activations between layers wait in host memory; the layer being
+        compressed (and one batch of activations at a time) moves onto the device(s) and back.
+        On return the model's weights are in host memory (``docs/memory.md``). The result is
+        bit-identical to ``offload=False`` (default: everything stays where it is).
       callback: ``callback(name, W_new, extras)`` after each linear (``extras``: ``mask`` and/or
         ``params`` (``QuantParams``), and the module's report record).
       stop_after: test hook: raise :class:`StopAfterLayer` once layer ``stop_after`` is saved.
@@ -262,11 +337,20 @@ def compress(
         raise ValueError(f"propagate={propagate!r} must be 'compressed' or 'dense'")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size={batch_size} must be a positive number of samples")
+    if mesh is not None and data_axis not in mesh.axis_names:
+        raise ValueError(f"data_axis={data_axis!r} is not an axis of the mesh {tuple(mesh.axis_names)}")
+    if solve_axis is not None and (mesh is None or solve_axis not in mesh.axis_names):
+        names = None if mesh is None else tuple(mesh.axis_names)
+        raise ValueError(
+            f"solve_axis={solve_axis!r} needs a mesh= with that axis (mesh axes: {names}), e.g. "
+            f"jax.make_mesh((n,), ('{data_axis}',), axis_types=(AxisType.Auto,)) and solve_axis='{data_axis}'"
+        )
     ids, tmask = _calibration_arrays(calibration, model.cfg.vocab_size)
     n_seq, T = ids.shape
     n_tokens = int(tmask.sum())
     batch_sharding = replicated = None
     batch_size = int(batch_size)
+    first_device = jax.devices()[0]
     if mesh is not None:
         from jax.sharding import NamedSharding, PartitionSpec
 
@@ -274,6 +358,13 @@ def compress(
         batch_size = -(-batch_size // n_dev) * n_dev
         batch_sharding = NamedSharding(mesh, PartitionSpec(data_axis))
         replicated = NamedSharding(mesh, PartitionSpec())
+        first_device = mesh.devices.flat[0]
+    kind = capture.resolve_offload(offload, first_device)
+    place = None
+    if kind is not None:
+        one = jax.sharding.SingleDeviceSharding(first_device)
+        place = capture.HostOffload(kind, replicated or one, batch_sharding or one, first_device)
+        place.model_to_host(model)  # every weight waits in host memory; one layer at a time moves in
     batch_size = min(batch_size, n_seq) if mesh is None else batch_size
     n_pad = -(-n_seq // batch_size) * batch_size
     ids = np.pad(ids, ((0, n_pad - n_seq), (0, 0)))
@@ -288,6 +379,8 @@ def compress(
         "true_sequential": bool(true_sequential),
         "batch_size": batch_size,
         "devices": 1 if mesh is None else int(mesh.shape[data_axis]),
+        "solve_shards": 1 if solve_axis is None else int(mesh.shape[solve_axis]),
+        "offload": kind,
         "calibration": {"samples": n_seq, "seqlen": T, "tokens": n_tokens},
         "modules": {},
         "layers_resumed": 0,
@@ -314,71 +407,43 @@ def compress(
         _clean_checkpoint(ckpt, start_layer)
         for i in range(start_layer):
             saved = _orbax_restore(ckpt / _LAYER.format(i))["weights"]
+            if place is not None:
+                place.module_to_device(model.layers[i])
             for rel in llama.LINEAR_MODULES:
                 W = saved
                 for key in rel.split("."):
                     W = W[key]
                 llama.set_linear_weight(model, f"layers.{i}.{rel}", W)
+            if place is not None:
+                place.module_to_host(model.layers[i])
         report["modules"] = state["report"]["modules"]
         seconds = state["report"]["seconds"]
         report["layers_resumed"] = start_layer
         if start_layer < len(model.layers):
-            inps = _restore_inputs(ckpt / _INPUTS.format(start_layer), batch_sharding, len(starts))
+            inps = _restore_inputs(ckpt / _INPUTS.format(start_layer), batch_sharding, len(starts), place)
 
+    run = _Run(method, opts, n_seq, n_tokens, propagate, bool(true_sequential), mesh, replicated,
+               solve_axis, place, callback, report, seconds)  # fmt: skip
     t0 = time.perf_counter()
     if inps is None:
-        gd, st = nnx.split(model)
-        if replicated is not None:
+        gd, st = nnx.split(model.embed)  # only the embedding: the layers stay where they are
+        if place is not None:
+            st = place.to_device(st)
+        elif replicated is not None:
             st = jax.device_put(st, replicated)
-        inps = [capture.embed(gd, st, _put(ids[s : s + batch_size], batch_sharding)) for s in starts]
+        inps = [
+            run.to_host(capture.embed(gd, st, _put(ids[s : s + batch_size], batch_sharding))) for s in starts
+        ]
+        del st
     seconds["forward"] += time.perf_counter() - t0
 
     layers = range(start_layer, len(model.layers))
     for i in tqdm(layers, desc=f"compress ({method})", unit="layer", disable=not progress):
-        layer = model.layers[i]
-        dense_outs = None
-        groups = [capture.GROUPS] if not true_sequential else [(g,) for g in capture.GROUPS]
-        for group in groups:
-            t0 = time.perf_counter()
-            gd, st = nnx.split(layer)
-            if replicated is not None:
-                st = jax.device_put(st, replicated)
-            sums = capture.zero_sums(layer, group, replicated)
-            keep = propagate == "dense" and dense_outs is None  # the first pass runs the dense layer
-            outs = []
-            for h, m in zip(inps, masks):
-                out, sums = capture.accumulate(gd, st, h, m, sums, group)
-                if keep:
-                    outs.append(out)
-            if keep:
-                dense_outs = outs
-            jax.block_until_ready(sums)
-            seconds["forward"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            for site in group:
-                xtx = jax.device_put(sums[site], jax.devices()[0]) if mesh is not None else sums[site]
-                H = capture.hessian(xtx, n_tokens)  # shared by the site's linears (q/k/v, gate/up)
-                for rel in capture.SITES[site]:
-                    name = f"layers.{i}.{rel}"
-                    t1 = time.perf_counter()
-                    W = jnp.asarray(llama.get_linear_weight(model, name), jnp.float32)
-                    W_new, record, extras = _compress_linear(W, xtx, H, n_seq, method, opts)
-                    llama.set_linear_weight(model, name, W_new)
-                    record["seconds"] = time.perf_counter() - t1
-                    report["modules"][name] = record
-                    if callback is not None:
-                        callback(name, W_new, {**extras, "record": record})
-            seconds["solve"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if propagate == "dense":
-            inps = dense_outs
-        else:
-            gd, st = nnx.split(layer)
-            if replicated is not None:
-                st = jax.device_put(st, replicated)
-            inps = [capture.forward(gd, st, h, m) for h, m in zip(inps, masks)]
-        jax.block_until_ready(inps)
-        seconds["forward"] += time.perf_counter() - t0
+        if place is not None:
+            place.module_to_device(model.layers[i])
+        inps = _compress_layer(model, i, inps, masks, run)
+        if place is not None:
+            place.module_to_host(model.layers[i])
         if ckpt is not None:
             _save_progress(ckpt, model, i, inps, report, seconds, fingerprint)
         if stop_after is not None and i >= stop_after:
@@ -387,6 +452,65 @@ def compress(
     report["seconds"] = seconds
     report["totals"] = _totals(report["modules"], seconds)
     return model, report
+
+
+def _compress_layer(model, i: int, inps: list, masks: list, run: _Run) -> list:
+    """Statistics, solves and re-forward of decoder layer ``i`` (on device); returns the next
+    layer's inputs (in host memory with offload). Device buffers die with this frame."""
+    from zipcal_jax.models import llama
+
+    layer, seconds, mesh = model.layers[i], run.seconds, run.mesh
+    dense_outs = None
+    groups = [capture.GROUPS] if not run.true_sequential else [(g,) for g in capture.GROUPS]
+    for group in groups:
+        t0 = time.perf_counter()
+        gd, st = nnx.split(layer)
+        if run.replicated is not None:
+            st = jax.device_put(st, run.replicated)
+        sums = capture.zero_sums(layer, group, run.sums_sharding)
+        keep = run.propagate == "dense" and dense_outs is None  # the first pass runs the dense layer
+        outs = []
+        for h, m in zip(inps, masks):
+            out, sums = capture.accumulate(gd, st, run.to_device(h), m, sums, group)
+            if keep:
+                outs.append(run.to_host(out))
+        if keep:
+            dense_outs = outs
+        jax.block_until_ready(sums)
+        del st  # the dense weights of the forward: the solves replace them one by one
+        seconds["forward"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for site in group:
+            xtx = sums.pop(site)
+            if mesh is not None and run.solve_axis is None:
+                xtx = jax.device_put(xtx, jax.devices()[0])
+            scaler = capture.wanda_scaler_row(xtx, run.n_seq) if run.method == "wanda" else None
+            H = capture.hessian(xtx, run.n_tokens)  # shared by the site's linears (q/k/v, gate/up)
+            del xtx  # one (d, d) buffer per site from here on
+            for rel in capture.SITES[site]:
+                name = f"layers.{i}.{rel}"
+                t1 = time.perf_counter()
+                W = run.weight(llama.get_linear_weight(model, name))
+                rows = None if run.solve_axis is None else (mesh, run.solve_axis)
+                W_new, record, extras = _compress_linear(W, scaler, H, run.method, run.opts, rows)
+                llama.set_linear_weight(model, name, W_new)
+                record["seconds"] = time.perf_counter() - t1
+                run.report["modules"][name] = record
+                if run.callback is not None:
+                    run.callback(name, W_new, {**extras, "record": record})
+            del H, scaler
+        seconds["solve"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if run.propagate == "dense":
+        inps = dense_outs
+    else:
+        gd, st = nnx.split(layer)
+        if run.replicated is not None:
+            st = jax.device_put(st, run.replicated)
+        inps = [run.to_host(capture.forward(gd, st, run.to_device(h), m)) for h, m in zip(inps, masks)]
+    jax.block_until_ready(inps)
+    seconds["forward"] += time.perf_counter() - t0
+    return inps
 
 
 def _save_progress(ckpt: Path, model, i: int, inps, report, seconds, fingerprint) -> None:
@@ -447,12 +571,15 @@ def _orbax_restore(path: Path, sharding=None) -> dict[str, Any]:
         ) from err
 
 
-def _restore_inputs(path: Path, batch_sharding, n_batches: int) -> list[jax.Array]:
+def _restore_inputs(path: Path, batch_sharding, n_batches: int, place=None) -> list:
     """The per-batch inputs saved by :func:`_save_progress`, on ``batch_sharding`` (a ``mesh=``
-    run: each device reads its own shards) or on the default device."""
-    batches = _orbax_restore(path, batch_sharding)["inputs"]
+    run: each device reads its own shards) or on the default device; with offload (``place``)
+    read as NumPy and moved to its host memory, never all onto the device(s)."""
+    batches = _orbax_restore(path, batch_sharding if place is None else None)["inputs"]
     if len(batches) != n_batches:
         raise ValueError(f"{path} holds {len(batches)} batches of inputs, expected {n_batches}")
+    if place is not None:
+        return [place.to_host(batches[k], batch=True) for k in sorted(batches)]
     return [_put(batches[k], None) if batch_sharding is None else batches[k] for k in sorted(batches)]
 
 
@@ -488,12 +615,12 @@ def dense_statistics(model, calibration: Any, batch_size: int = 8) -> tuple[dict
     the real tokens, and that token count (``H = 2/N · Σ``). One capture for many compressors."""
     ids, tmask = _calibration_arrays(calibration, model.cfg.vocab_size)
     out: dict[str, np.ndarray] = {}
-    gd, st = nnx.split(model)
     bs = min(int(batch_size), len(ids))
     n_pad = -(-len(ids) // bs) * bs
     ids = np.pad(ids, ((0, n_pad - len(ids)), (0, 0)))
     tmask_p = np.pad(tmask, ((0, n_pad - len(tmask)), (0, 0)))
     starts = range(0, n_pad, bs)
+    gd, st = nnx.split(model.embed)
     inps = [capture.embed(gd, st, jnp.asarray(ids[s : s + bs])) for s in starts]
     masks = [jnp.asarray(tmask_p[s : s + bs]) for s in starts]
     for i, layer in enumerate(model.layers):

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zipcal_jax.compress.gptq import ObsSpec, SolverInfo, check_problem, damping_schedule, obs_solve
+from zipcal_jax.compress.gptq import ObsSpec, SolverInfo, check_problem, damping_schedule, run_obs_solve
 from zipcal_jax.compress.quant import Quantizer
 from zipcal_jax.compress.wanda import check_nm, check_sparsity
 
@@ -56,12 +56,16 @@ def prune(
     *,
     quantizer: Quantizer | None = None,
     return_info: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
+    row_axis: str | None = None,
 ):
     """SparseGPT-prune ``W: (d_out, d_in)`` with the Hessian ``H: (d_in, d_in)`` (= 2/N · XᵀX).
 
     ``sparsity`` in [0, 1) (unstructured, adaptive per-block mask); ``nm=(n, m)`` for N:M
     (``d_in`` and ``blocksize`` multiples of ``m``); ``blocksize``, ``percdamp`` as the reference
-    (128, 0.01). ``quantizer``: the joint sparse + quantized mode (per-row grid).
+    (128, 0.01). ``quantizer``: the joint sparse + quantized mode (per-row grid). ``mesh``,
+    ``row_axis``: split the rows of ``W`` over that mesh axis (``gptq.obs_solve_rows``; the block
+    thresholds are reduced across devices, so the mask is the single-device one).
 
     Returns ``W_new`` in ``W``'s dtype (pruned weights exactly 0, dead inputs zeroed); with
     ``return_info=True``, ``(W_new, SolverInfo)``: reconstruction loss, damping used, fallback,
@@ -80,6 +84,6 @@ def prune(
     spec = ObsSpec(blocksize=int(blocksize), prune=mode, nm=nm, quantizer=quantizer)
     levels, n_levels = damping_schedule(percdamp)
     kblock = block_thresholds(d_out, d_in, sparsity, int(blocksize))
-    W_new, info = obs_solve(W, H, levels, n_levels, kblock, spec)
+    W_new, info = run_obs_solve(W, H, levels, n_levels, kblock, spec, mesh, row_axis)
     W_new = W_new.astype(dtype)
     return (W_new, info) if return_info else W_new

@@ -54,17 +54,23 @@ def nm_ranks(score: jax.Array, m: int) -> jax.Array:
     return before.sum(-1).reshape(*lead, cols)
 
 
-def _row_kth_bits(bits: jax.Array, k: jax.Array) -> jax.Array:
+def _row_kth_bits(bits: jax.Array, k: jax.Array, axis_name: str | None = None) -> jax.Array:
     """Each row's k-th smallest (0-based) of ``bits: (R, C)``, non-negative floats bitcast to ints
     (they order like the floats): a binary search over the bit patterns, one counting pass per bit.
-    XLA's comparator sort on CPU is many times slower."""
+    XLA's comparator sort on CPU is many times slower. ``axis_name`` (inside ``shard_map``): each
+    device holds a slice of every row's columns; maxima and counts are reduced over that axis."""
     lo = jnp.full(bits.shape[:1], -1, bits.dtype)
     hi = bits.max(axis=1)  # per row: count(bits <= lo) <= k < count(bits <= hi)
+    if axis_name is not None:
+        hi = jax.lax.pmax(hi, axis_name)
 
     def halve(_, bounds):
         lo, hi = bounds
         mid = lo + (hi - lo) // 2
-        enough = jnp.sum(bits <= mid[:, None], axis=1) > k
+        count = jnp.sum(bits <= mid[:, None], axis=1)
+        if axis_name is not None:
+            count = jax.lax.psum(count, axis_name)
+        enough = count > k
         return jnp.where(enough, lo, mid), jnp.where(enough, mid, hi)
 
     return jax.lax.fori_loop(0, 8 * bits.dtype.itemsize, halve, (lo, hi))[1]
@@ -74,10 +80,13 @@ def _as_bits(x: jax.Array) -> jax.Array:
     return jax.lax.bitcast_convert_type(x, jnp.int32 if x.dtype.itemsize == 4 else jnp.int64)
 
 
-def kth_smallest(x: jax.Array, k: jax.Array) -> jax.Array:
+def kth_smallest(x: jax.Array, k: jax.Array, axis_name: str | None = None) -> jax.Array:
     """``sort(x.ravel())[k]`` for non-negative ``x`` without sorting: non-negative IEEE floats
-    order like their bit patterns read as integers (:func:`_row_kth_bits`). NaN sorts last."""
-    return jax.lax.bitcast_convert_type(_row_kth_bits(_as_bits(x).reshape(1, -1), k)[0], x.dtype)
+    order like their bit patterns read as integers (:func:`_row_kth_bits`). NaN sorts last.
+    ``axis_name`` (inside ``shard_map``): ``x`` is this device's part of an array split over that
+    mesh axis, and ``k`` and the result refer to the whole array (exact: integer counts)."""
+    bits = _as_bits(x).reshape(1, -1)
+    return jax.lax.bitcast_convert_type(_row_kth_bits(bits, k, axis_name)[0], x.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("nm",))
