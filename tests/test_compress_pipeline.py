@@ -501,6 +501,31 @@ def test_cli_compress_method_options(model_dir, calib, tmp_path, capsys, flags, 
         assert report["options"][key] == value, key
 
 
+def test_cli_compress_offload_gives_the_same_model(model_dir, calib, tmp_path, capsys):
+    """``--offload numpy`` streams layers through the device and saves the same weights."""
+    from zipcal_jax.calibration import CalibrationSet
+    from zipcal_jax.cli import main
+
+    ids, mask = calib
+    CalibrationSet(ids=ids, mask=mask, provenance=[{"source": "test", "row": i, "text": ""} for i in range(6)],
+                   method="random", seed=0, indices=np.arange(6)).save(tmp_path / "calib")  # fmt: skip
+    weights = {}
+    for flags in ([], ["--offload", "numpy"]):
+        out = tmp_path / f"out{len(flags)}"
+        argv = ["compress", "--model", str(model_dir), "--calib", str(tmp_path / "calib"), "--method",
+                "sparsegpt", "--batch-size", "4", "--no-progress", "--out", str(out), *flags]  # fmt: skip
+        assert main(argv) == 0, capsys.readouterr().err
+        report = json.loads((out / "report.json").read_text())
+        assert report["offload"] == ("numpy" if flags else None)
+        saved, _ = llama.load(str(out / "model"))
+        weights[len(flags)] = np.asarray(llama.get_linear_weight(saved, "layers.1.mlp.down_proj"))
+    np.testing.assert_array_equal(weights[0], weights[2])
+    argv = ["compress", "--model", str(model_dir), "--calib", str(tmp_path / "calib"), "--offload", "disk",
+            "--out", str(tmp_path / "bad")]  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(argv)
+
+
 # ----------------------------------------------------------------------------- SmolLM2 (slow)
 
 

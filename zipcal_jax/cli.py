@@ -106,6 +106,8 @@ class CompressConfig:
     true_sequential: bool = False
     batch_size: int = 8
     checkpoint_dir: str | None = None
+    offload: str | None = None  # None: off; "auto", "pinned_host" or "numpy" (see --offload)
+    solve_axis: str | None = None  # a mesh axis that splits the Hessians and solves by rows
     dtype: str = "float32"
     out: str | None = None
     progress: bool = True
@@ -399,6 +401,11 @@ def _parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=unset, help=f"samples per forward (default: {d.batch_size})"
     )
     cp.add_argument("--checkpoint-dir", default=unset, help="save progress per layer there; resume from it")
+    cp.add_argument("--offload", default=unset, choices=["auto", "pinned_host", "numpy"],
+                    help="keep weights and activations in host memory, one layer on the device at a time "
+                         "(auto: pinned host memory where the backend has it; docs/memory.md)")  # fmt: skip
+    cp.add_argument("--solve-axis", default=unset, choices=["data", "model"],
+                    help="split each layer's Hessians and solves by rows over this mesh axis (needs --devices > 1)")  # fmt: skip
     cp.add_argument(
         "--dtype", default=unset, choices=["float32", "bfloat16"], help=f"model dtype (default: {d.dtype})"
     )
@@ -539,7 +546,8 @@ def run_compress(cfg: CompressConfig, mesh: Any = None) -> tuple[dict[str, Any],
     model, report = compress(model, calib, cfg.method, propagate=cfg.propagate,
                              true_sequential=cfg.true_sequential, batch_size=cfg.batch_size,
                              checkpoint_dir=cfg.checkpoint_dir, progress=cfg.progress, mesh=mesh,
-                             **options)  # fmt: skip
+                             offload={None: False, "auto": True}.get(cfg.offload, cfg.offload),
+                             solve_axis=cfg.solve_axis if mesh is not None else None, **options)  # fmt: skip
     report["model"], report["calib"] = cfg.model, cfg.calib
     if _is_writer():
         llama.save(model, out / "model", format=fmt, tokenizer=tokenizer)
