@@ -653,7 +653,7 @@ def plot_summary(rows: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
         for d in (r for r in rows if r["method"] == "dense" and r["model"] == model):
             ax.axhline(d["acc"], color="black", ls="--", lw=1, label="dense")
             ax.legend(fontsize=8)
-        ax.set_xticks(range(len(sub)), labels, fontsize=8)
+        ax.set_xticks(range(len(sub)), labels, fontsize=8, rotation=25, ha="right")
         ax.set_ylabel("mean zero-shot accuracy (%)")
         ax.set_title(f"{_slug(model)} · {comp}")
     fig.tight_layout()
