@@ -294,12 +294,18 @@ def test_fake_quant_is_the_grid_and_keeps_grid_weights(quantized):
         training.fake_quant(np.zeros((32, 16), np.float32), p)
 
 
+def grid_reference(model, qparams):
+    """A copy of ``model`` with the listed linears set to their NumPy-rounded grid weights."""
+    reference = nnx.clone(model)
+    for name, p in qparams.items():
+        llama.set_linear_weight(reference, name, numpy_grid(llama.get_linear_weight(model, name), p))
+    return reference
+
+
 def test_fake_quant_model_forward_equals_model_with_dequantized_weights(quantized):
     _, moved, qparams = quantized
     ids, mask = batch()
-    reference = nnx.clone(moved)
-    for name, p in qparams.items():
-        llama.set_linear_weight(reference, name, numpy_grid(llama.get_linear_weight(moved, name), p))
+    reference = grid_reference(moved, qparams)
     fq = training.fake_quant_model(moved, qparams)
     np.testing.assert_allclose(
         llama.forward(fq, ids, mask), llama.forward(reference, ids, mask), rtol=1e-5, atol=1e-6
@@ -314,9 +320,7 @@ def test_fake_quant_model_forward_equals_model_with_dequantized_weights(quantize
 def test_straight_through_gradient_equals_gradient_at_the_grid_weights(quantized):
     _, moved, qparams = quantized
     ids, mask = batch()
-    reference = nnx.clone(moved)
-    for name, p in qparams.items():
-        llama.set_linear_weight(reference, name, numpy_grid(llama.get_linear_weight(moved, name), p))
+    reference = grid_reference(moved, qparams)
 
     @nnx.jit
     def fq_value_and_grad(m):

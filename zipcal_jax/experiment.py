@@ -477,7 +477,7 @@ def run_experiment(cfg: ExperimentConfig, mesh: Any = None) -> ExperimentResult:
         dense = nnx.to_pure_dict(nnx.state(model))
         _say(f"loaded {model_spec} in {time.perf_counter() - t0:.1f} s; {len(todo)} cells to run")
 
-        concepts, pools, selections, sel_info, forwards = None, {}, {}, {}, {}
+        concepts, pools, selections, forwards = None, {}, {}, {}
         for n, cell in enumerate(todo, 1):
             _say(f"[{n}/{len(todo)}] {cell.id}")
             start = time.perf_counter()
@@ -501,11 +501,9 @@ def run_experiment(cfg: ExperimentConfig, mesh: Any = None) -> ExperimentResult:
                         sel = select(cands.ids, cell.nsamples, method=cell.method, mask=cands.mask,
                                      concepts=concepts, seed=cell.seed, texts=cands.texts,
                                      tokenizer=tokenizer, mesh=mesh)  # fmt: skip
-                    selections[key] = CalibrationSet.from_selection(
-                        cands, sel, concepts=concepts, seed=cell.seed
-                    )
-                    sel_info[key] = sel.info
-                calib = selections[key]
+                    calib = CalibrationSet.from_selection(cands, sel, concepts=concepts, seed=cell.seed)
+                    selections[key] = (calib, sel.info)
+                calib, info = selections[key]
                 result["selection"] = {
                     "seconds": calib.timing["select"],
                     "pool_size": len(cands.ids),
@@ -514,10 +512,9 @@ def run_experiment(cfg: ExperimentConfig, mesh: Any = None) -> ExperimentResult:
                     "stats": calib.stats,
                     "indices": [int(i) for i in calib.indices],
                 }
-                if "forward_seconds" in sel_info.get(key, {}):
-                    result["selection"]["forward"] = {
-                        "seconds": sel_info[key]["forward_seconds"], "reused": sel_info[key]["forward_reused"]
-                    }  # fmt: skip
+                if "forward_seconds" in info:
+                    result["selection"]["forward"] = {"seconds": info["forward_seconds"],
+                                                      "reused": info["forward_reused"]}  # fmt: skip
                 entry = dict(cfg.compressors[cell.compressor])
                 method = entry.pop("method")
                 try:
