@@ -109,18 +109,18 @@ def layer_inputs(samples: int, T: int, hidden: int, seed: int = 1) -> tuple[np.n
 def run_statistics(layer, h: np.ndarray, token_mask: np.ndarray, batch: int, mesh, repeats: int):
     """``Σ x xᵀ`` per input site over all samples, in batches of ``batch`` sharded over ``data``;
     returns ``({site: (d, d) float64}, best seconds)``."""
-    import jax
     from flax import nnx
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
     from zipcal_jax.compress import capture
+    from zipcal_jax.distributed import put_global
 
     rows, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
     graphdef, state = nnx.split(layer)
-    state = jax.device_put(state, replicated)
+    state = put_global(state, replicated)  # every process holds the same layer and samples
     batches = [
-        (jax.device_put(h[s : s + batch], rows), jax.device_put(token_mask[s : s + batch], rows))
+        (put_global(h[s : s + batch], rows), put_global(token_mask[s : s + batch], rows))
         for s in range(0, len(h), batch)
     ]
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from zipcal_jax.models.llama import apply_rope, attention, positions_from_mask, rope_frequencies
@@ -194,7 +195,7 @@ class HostOffload:
 
     def to_host(self, tree: Any, batch: bool = False) -> Any:
         if self.kind == "numpy":
-            return jax.device_get(tree)
+            return jax.tree.map(_to_numpy, tree)
         if batch:
             return jax.device_put(tree, self.batch_device.with_memory_kind("pinned_host"))
         one = jax.sharding.SingleDeviceSharding(self.host_device, memory_kind="pinned_host")
@@ -206,12 +207,26 @@ class HostOffload:
         cannot be changed together with the device set in one ``device_put``)."""
         if not isinstance(x, jax.Array) or len(x.sharding.device_set) == 1:
             return x  # NumPy, or one device's buffer: moves in one device_put
+        if not x.is_fully_addressable:  # split over several processes' devices: this process's copy
+            from zipcal_jax.distributed import local_value
+
+            return local_value(x, self.host_device)
         if x.is_fully_replicated and self.host_device in x.sharding.device_set:
             return next(s.data for s in x.addressable_shards if s.device == self.host_device)
         return jax.device_put(x, jax.sharding.SingleDeviceSharding(self.host_device))
 
     def to_device(self, tree: Any, batch: bool = False) -> Any:
-        return jax.device_put(tree, self.batch_device if batch else self.layer_device)
+        target = self.batch_device if batch else self.layer_device
+        if target.is_fully_addressable:  # one process: every transfer is local
+            return jax.device_put(jax.tree.map(_assemble, tree, is_leaf=_is_shards), target)
+        # Several processes: a batch's shards go back onto their own devices; a weight (the same
+        # values in every process's host memory) is placed part by part from each process's copy.
+        from zipcal_jax.distributed import put_global
+
+        def put(x: Any) -> Any:
+            return _assemble(x) if _is_shards(x) else put_global(x, target)
+
+        return jax.tree.map(put, tree, is_leaf=_is_shards)
 
     def module_to_host(self, module: nnx.Module) -> None:
         """Replace ``module``'s variables with host copies (the device buffers are then free)."""
@@ -226,3 +241,48 @@ class HostOffload:
         for module in (model.embed, *model.layers, model.final_norm, model.lm_head):
             if module is not None:
                 self.module_to_host(module)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalShards:
+    """A ``numpy`` offload of an array that spans several processes: this process's shards as NumPy
+    arrays next to their devices (each process keeps only its own part of the batch)."""
+
+    shape: tuple[int, ...]
+    sharding: jax.sharding.Sharding
+    shards: tuple[tuple[jax.Device, Any], ...]
+
+
+def _is_shards(x: Any) -> bool:
+    return isinstance(x, LocalShards)
+
+
+def _to_numpy(x: Any) -> Any:
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        if x.is_fully_replicated:  # a weight: this process's copy
+            return np.asarray(x.addressable_shards[0].data)
+        shards = tuple((s.device, np.asarray(s.data)) for s in x.addressable_shards)
+        return LocalShards(x.shape, x.sharding, shards)
+    return jax.device_get(x)
+
+
+def _assemble(x: Any) -> Any:
+    if not _is_shards(x):
+        return x
+    arrays = [jax.device_put(data, d) for d, data in x.shards]
+    return jax.make_array_from_single_device_arrays(x.shape, x.sharding, arrays)
+
+
+def savable(x: Any) -> Any:
+    """A batch as Orbax can save it: a ``numpy`` offload of an array spanning processes
+    (:class:`LocalShards`) becomes a global array again, in the ``pinned_host`` memory of its devices
+    where they have one (no device memory), else on the devices; everything else is unchanged."""
+    if not _is_shards(x):
+        return x
+    kinds = {m.kind for m in x.shards[0][0].addressable_memories()}
+    if "pinned_host" not in kinds:
+        return _assemble(x)
+    sharding = x.sharding.with_memory_kind("pinned_host")
+    arrays = [jax.device_put(data, jax.sharding.SingleDeviceSharding(d, memory_kind="pinned_host"))
+              for d, data in x.shards]  # fmt: skip
+    return jax.make_array_from_single_device_arrays(x.shape, sharding, arrays)

@@ -30,8 +30,12 @@ parameters are replicated; the sums are reduced across devices inside the jitted
 ``solve_axis=`` (a mesh axis, or ``data`` again) splits the rows of the Hessian accumulators and
 of every weight across devices: each device solves ``d_out / n`` rows with ``H`` replicated
 (``gptq.obs_solve_rows``; same masks and codes as one device, weights up to float summation order).
+A mesh may span several ``jax.distributed`` processes: each process keeps its own copy of the
+model, the layer is placed on the mesh from every process's copy (``distributed.put_global``),
+unsplit solves run on each process's first mesh device, and row-split results are gathered back
+into every copy (``distributed.local_value``); checkpoints then need a folder every process sees.
 
-Resume: with ``checkpoint_dir`` every finished layer ``i`` writes two Orbax checkpoints,
+Resume (:mod:`.checkpoint`): with ``checkpoint_dir`` every finished layer ``i`` writes two Orbax checkpoints,
 ``layer_{i:04d}/`` (its seven compressed weights, ``{"weights": {...}}``, kept for good) and
 ``inputs_{i+1:04d}/`` (the next layer's inputs, one array per batch, saved shard by shard), then
 ``state.json`` (settings fingerprint, report so far, ``next_layer``), atomically and last. Only
@@ -54,9 +58,6 @@ calibration inputs (every method, comparable across methods), ``percdamp``/``dam
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,7 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from zipcal_jax.compress import capture
+from zipcal_jax.compress import capture, checkpoint
 
 METHODS: dict[str, dict[str, Any]] = {
     "wanda": {"sparsity": 0.5, "nm": None},
@@ -93,11 +94,6 @@ METHODS: dict[str, dict[str, Any]] = {
     "magnitude": {"sparsity": 0.5, "nm": None},
     "rtn": {"bits": 4, "group_size": 128, "sym": False},
 }
-_STATE = "state.json"
-_FORMAT = "zipcal-compress-checkpoint/orbax"
-_LAYER = "layer_{:04d}"  # Orbax: {"weights": {"self_attn": {"q_proj": W, ...}, "mlp": {...}}}
-_INPUTS = "inputs_{:04d}"  # Orbax: {"inputs": {"batch_00000": h, ...}}, that layer's inputs
-_ORBAX_TMP = ".orbax-checkpoint-tmp"  # Orbax's temporary folder suffix (renamed away when complete)
 
 
 class StopAfterLayer(RuntimeError):
@@ -153,22 +149,6 @@ def _calibration_arrays(calibration: Any, vocab_size: int) -> tuple[np.ndarray, 
             f"{vocab_size} ids: the set was tokenized for another model; select it with this model's tokenizer"
         )
     return np.where(mask, ids, 0).astype(np.int32), mask
-
-
-def _fingerprint(model, ids, mask, method, options, propagate, true_sequential, batch_size) -> str:
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(ids).tobytes())
-    h.update(np.ascontiguousarray(mask).tobytes())
-    cfg = dataclasses.asdict(model.cfg)
-    settings = [cfg, method, options, propagate, true_sequential, batch_size, str(model.dtype)]
-    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    return h.hexdigest()
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    from zipcal_jax.cache import atomic_write_bytes
-
-    atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
 
 
 def _compress_linear(
@@ -228,7 +208,9 @@ def _compress_linear(
 
 
 def _put(x: np.ndarray, sharding) -> jax.Array:
-    return jax.device_put(x, sharding) if sharding is not None else jnp.asarray(x)
+    from zipcal_jax.distributed import put_global
+
+    return put_global(x, sharding) if sharding is not None else jnp.asarray(x)
 
 
 @dataclasses.dataclass
@@ -242,6 +224,7 @@ class _Run:
     propagate: str
     true_sequential: bool
     mesh: jax.sharding.Mesh | None
+    device: jax.Device  # where unsplit solves run: this process's first device of the mesh
     replicated: Any  # NamedSharding(mesh, P()) or None
     solve_axis: str | None
     place: capture.HostOffload | None
@@ -259,14 +242,14 @@ class _Run:
 
     def weight(self, W: np.ndarray) -> jax.Array:
         """``W (d_out, d_in)`` as float32 on device: rows over ``solve_axis`` when they divide
-        evenly (the OBS solvers pad otherwise), else on the default device."""
+        evenly (the OBS solvers pad otherwise), else on ``device``."""
         from jax.sharding import NamedSharding, PartitionSpec
 
+        from zipcal_jax.distributed import put_global
+
         if self.solve_axis is not None and W.shape[0] % self.mesh.shape[self.solve_axis] == 0:
-            return jax.device_put(
-                W.astype(np.float32), NamedSharding(self.mesh, PartitionSpec(self.solve_axis))
-            )
-        return jnp.asarray(W, jnp.float32)
+            return put_global(W.astype(np.float32), NamedSharding(self.mesh, PartitionSpec(self.solve_axis)))
+        return jax.device_put(W.astype(np.float32), self.device)
 
     def to_device(self, h):  # a batch of activations
         return self.place.to_device(h, batch=True) if self.place is not None else h
@@ -330,7 +313,7 @@ def compress(
     """
     from tqdm.auto import tqdm
 
-    from zipcal_jax.models import llama
+    from zipcal_jax.distributed import from_writer, local_devices_of, process_index, put_global
 
     opts = resolve_options(method, options)
     if propagate not in ("compressed", "dense"):
@@ -350,7 +333,7 @@ def compress(
     n_tokens = int(tmask.sum())
     batch_sharding = replicated = None
     batch_size = int(batch_size)
-    first_device = jax.devices()[0]
+    first_device = jax.local_devices()[0]
     if mesh is not None:
         from jax.sharding import NamedSharding, PartitionSpec
 
@@ -358,7 +341,7 @@ def compress(
         batch_size = -(-batch_size // n_dev) * n_dev
         batch_sharding = NamedSharding(mesh, PartitionSpec(data_axis))
         replicated = NamedSharding(mesh, PartitionSpec())
-        first_device = mesh.devices.flat[0]
+        first_device = local_devices_of(mesh)[0]  # (process 0's first device is not ours to use)
     kind = capture.resolve_offload(offload, first_device)
     place = None
     if kind is not None:
@@ -388,49 +371,32 @@ def compress(
     seconds = {"forward": 0.0, "solve": 0.0}
     start_layer, inps = 0, None
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fingerprint = _fingerprint(model, ids, tmask, method, report["options"], propagate,
-                               bool(true_sequential), batch_size)  # fmt: skip
-    if ckpt is not None and (ckpt / _STATE).is_file():
-        state = json.loads((ckpt / _STATE).read_text())
-        if state.get("format") != _FORMAT:
+    fingerprint = checkpoint.fingerprint(model, ids, tmask, method, report["options"], propagate,
+                                         bool(true_sequential), batch_size)  # fmt: skip
+    if ckpt is not None:
+        start_layer, saved = checkpoint.resume(ckpt, model, fingerprint, place)
+        agreed = int(from_writer([start_layer])[0])  # several processes: all must see one folder
+        if agreed != start_layer:
             raise ValueError(
-                f"{ckpt} holds a compression checkpoint in another format ({state.get('format')!r}, "
-                f"expected {_FORMAT!r}: written by another zipcal version); use a fresh --checkpoint-dir "
-                "or delete it"
+                f"process {process_index()} finds {start_layer} finished layers in {ckpt}, process 0 "
+                f"finds {agreed}: with several processes checkpoint_dir must be a folder every process "
+                "sees (a shared filesystem)"
             )
-        if state.get("fingerprint") != fingerprint:
-            raise ValueError(
-                f"{ckpt} holds a checkpoint of another compression run (model, calibration set or "
-                "settings differ); use a fresh --checkpoint-dir or delete it"
-            )
-        start_layer = int(state["next_layer"])
-        _clean_checkpoint(ckpt, start_layer)
-        for i in range(start_layer):
-            saved = _orbax_restore(ckpt / _LAYER.format(i))["weights"]
-            if place is not None:
-                place.module_to_device(model.layers[i])
-            for rel in llama.LINEAR_MODULES:
-                W = saved
-                for key in rel.split("."):
-                    W = W[key]
-                llama.set_linear_weight(model, f"layers.{i}.{rel}", W)
-            if place is not None:
-                place.module_to_host(model.layers[i])
-        report["modules"] = state["report"]["modules"]
-        seconds = state["report"]["seconds"]
-        report["layers_resumed"] = start_layer
-        if start_layer < len(model.layers):
-            inps = _restore_inputs(ckpt / _INPUTS.format(start_layer), batch_sharding, len(starts), place)
+        if saved is not None:
+            report["modules"], seconds = saved["modules"], saved["seconds"]
+            report["layers_resumed"] = start_layer
+            if start_layer < len(model.layers):
+                inps = checkpoint.restore_inputs(ckpt, start_layer, batch_sharding, len(starts), place)
 
-    run = _Run(method, opts, n_seq, n_tokens, propagate, bool(true_sequential), mesh, replicated,
-               solve_axis, place, callback, report, seconds)  # fmt: skip
+    run = _Run(method, opts, n_seq, n_tokens, propagate, bool(true_sequential), mesh, first_device,
+               replicated, solve_axis, place, callback, report, seconds)  # fmt: skip
     t0 = time.perf_counter()
     if inps is None:
         gd, st = nnx.split(model.embed)  # only the embedding: the layers stay where they are
         if place is not None:
             st = place.to_device(st)
         elif replicated is not None:
-            st = jax.device_put(st, replicated)
+            st = put_global(st, replicated)
         inps = [
             run.to_host(capture.embed(gd, st, _put(ids[s : s + batch_size], batch_sharding))) for s in starts
         ]
@@ -445,7 +411,7 @@ def compress(
         if place is not None:
             place.module_to_host(model.layers[i])
         if ckpt is not None:
-            _save_progress(ckpt, model, i, inps, report, seconds, fingerprint)
+            checkpoint.save_progress(ckpt, model, i, inps, report, seconds, fingerprint)
         if stop_after is not None and i >= stop_after:
             raise StopAfterLayer(f"stopped after layer {i} (stop_after={stop_after})")
 
@@ -454,9 +420,17 @@ def compress(
     return model, report
 
 
+def _on_device(x: jax.Array, device: jax.Device) -> jax.Array:
+    """``x`` on ``device`` alone: its shard there when replicated (no copy), else a transfer."""
+    if x.is_fully_replicated and device in x.sharding.device_set:
+        return next(s.data for s in x.addressable_shards if s.device == device)
+    return jax.device_put(x, device)
+
+
 def _compress_layer(model, i: int, inps: list, masks: list, run: _Run) -> list:
     """Statistics, solves and re-forward of decoder layer ``i`` (on device); returns the next
     layer's inputs (in host memory with offload). Device buffers die with this frame."""
+    from zipcal_jax.distributed import local_value, put_global
     from zipcal_jax.models import llama
 
     layer, seconds, mesh = model.layers[i], run.seconds, run.mesh
@@ -466,7 +440,7 @@ def _compress_layer(model, i: int, inps: list, masks: list, run: _Run) -> list:
         t0 = time.perf_counter()
         gd, st = nnx.split(layer)
         if run.replicated is not None:
-            st = jax.device_put(st, run.replicated)
+            st = put_global(st, run.replicated)
         sums = capture.zero_sums(layer, group, run.sums_sharding)
         keep = run.propagate == "dense" and dense_outs is None  # the first pass runs the dense layer
         outs = []
@@ -483,7 +457,7 @@ def _compress_layer(model, i: int, inps: list, masks: list, run: _Run) -> list:
         for site in group:
             xtx = sums.pop(site)
             if mesh is not None and run.solve_axis is None:
-                xtx = jax.device_put(xtx, jax.devices()[0])
+                xtx = _on_device(xtx, run.device)
             scaler = capture.wanda_scaler_row(xtx, run.n_seq) if run.method == "wanda" else None
             H = capture.hessian(xtx, run.n_tokens)  # shared by the site's linears (q/k/v, gate/up)
             del xtx  # one (d, d) buffer per site from here on
@@ -493,6 +467,8 @@ def _compress_layer(model, i: int, inps: list, masks: list, run: _Run) -> list:
                 W = run.weight(llama.get_linear_weight(model, name))
                 rows = None if run.solve_axis is None else (mesh, run.solve_axis)
                 W_new, record, extras = _compress_linear(W, scaler, H, run.method, run.opts, rows)
+                if not W_new.is_fully_addressable:  # rows solved on other processes' devices too
+                    W_new, extras = jax.tree.map(local_value, (W_new, extras))
                 llama.set_linear_weight(model, name, W_new)
                 record["seconds"] = time.perf_counter() - t1
                 run.report["modules"][name] = record
@@ -506,94 +482,11 @@ def _compress_layer(model, i: int, inps: list, masks: list, run: _Run) -> list:
     else:
         gd, st = nnx.split(layer)
         if run.replicated is not None:
-            st = jax.device_put(st, run.replicated)
+            st = put_global(st, run.replicated)
         inps = [run.to_host(capture.forward(gd, st, run.to_device(h), m)) for h, m in zip(inps, masks)]
     jax.block_until_ready(inps)
     seconds["forward"] += time.perf_counter() - t0
     return inps
-
-
-def _save_progress(ckpt: Path, model, i: int, inps, report, seconds, fingerprint) -> None:
-    """Layer ``i`` is done: its weights, the inputs of layer ``i + 1`` (both Orbax, complete on
-    return), then the state file (atomic); then layer ``i``'s inputs are superseded."""
-    import orbax.checkpoint as ocp
-
-    from zipcal_jax.models import llama
-
-    ckpt.mkdir(parents=True, exist_ok=True)
-    weights: dict[str, Any] = {}
-    for rel in llama.LINEAR_MODULES:
-        W = llama.get_linear_weight(model, f"layers.{i}.{rel}")
-        _nest(weights, rel.split("."), np.ascontiguousarray(W))
-    last = i + 1 >= len(model.layers)
-    # force=True: a folder of layer i (or inputs i + 1) can only be left by a run that crashed
-    # before its state file counted it; Orbax writes <name>.orbax-checkpoint-tmp and renames it.
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save((ckpt / _LAYER.format(i)).resolve(), {"weights": weights}, force=True)
-        if not last:
-            batches = {f"batch_{k:05d}": h for k, h in enumerate(inps)}
-            ckptr.save((ckpt / _INPUTS.format(i + 1)).resolve(), {"inputs": batches}, force=True)
-        ckptr.wait_until_finished()
-    state = {"format": _FORMAT, "fingerprint": fingerprint, "next_layer": i + 1,
-             "report": {"modules": report["modules"], "seconds": seconds}}  # fmt: skip
-    _atomic_json(ckpt / _STATE, state)
-    shutil.rmtree(ckpt / _INPUTS.format(i), ignore_errors=True)  # superseded
-
-
-def _nest(tree: dict[str, Any], keys, value: Any) -> None:
-    keys = list(keys)
-    for key in keys[:-1]:
-        tree = tree.setdefault(str(key), {})
-    tree[str(keys[-1])] = value
-
-
-def _orbax_restore(path: Path, sharding=None) -> dict[str, Any]:
-    """The Orbax checkpoint at ``path`` as stored (nested dicts): NumPy arrays, or ``jax.Array``s
-    placed with ``sharding`` when given. A missing or unreadable folder raises ValueError."""
-    import orbax.checkpoint as ocp
-
-    try:
-        with ocp.StandardCheckpointer() as ckptr:
-            meta = ckptr.metadata(path.resolve()).item_metadata
-            leaves = jax.tree_util.tree_flatten_with_path(meta)[0] if meta is not None else []
-            if not leaves:  # Orbax logs and returns nothing when its metadata files are unreadable
-                raise ValueError("its array metadata is missing or unreadable")
-            target: dict[str, Any] = {}
-            for keypath, m in leaves:
-                keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in keypath]
-                _nest(target, keys, jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding))
-            return ckptr.restore(path.resolve(), target)
-    except Exception as err:  # orbax/tensorstore raise many types for missing, cut or corrupt data
-        raise ValueError(
-            f"cannot restore the compression checkpoint {path}, which {path.parent / _STATE} counts as "
-            f"complete ({type(err).__name__}: {str(err)[:300]}); the folder was damaged after it was "
-            "written: delete the checkpoint folder and compress again"
-        ) from err
-
-
-def _restore_inputs(path: Path, batch_sharding, n_batches: int, place=None) -> list:
-    """The per-batch inputs saved by :func:`_save_progress`, on ``batch_sharding`` (a ``mesh=``
-    run: each device reads its own shards) or on the default device; with offload (``place``)
-    read as NumPy and moved to its host memory, never all onto the device(s)."""
-    batches = _orbax_restore(path, batch_sharding if place is None else None)["inputs"]
-    if len(batches) != n_batches:
-        raise ValueError(f"{path} holds {len(batches)} batches of inputs, expected {n_batches}")
-    if place is not None:
-        return [place.to_host(batches[k], batch=True) for k in sorted(batches)]
-    return [_put(batches[k], None) if batch_sharding is None else batches[k] for k in sorted(batches)]
-
-
-def _clean_checkpoint(ckpt: Path, next_layer: int) -> None:
-    """Before resuming at ``next_layer``: remove Orbax temporary folders (a crash during a save)
-    and inputs of other layers (a crash between the state file and the deletion, or before the
-    state file counted them); they are never read."""
-    for entry in ckpt.iterdir():
-        stale_inputs = entry.name.startswith("inputs_") and entry.name != _INPUTS.format(next_layer)
-        if _ORBAX_TMP in entry.name or stale_inputs:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
 
 
 def _totals(modules: dict[str, dict], seconds: dict[str, float]) -> dict[str, Any]:

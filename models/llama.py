@@ -479,8 +479,11 @@ def _linear(model: Llama, name: str) -> nnx.Linear:
 
 
 def get_linear_weight(model: Llama, name: str) -> np.ndarray:
-    """The weight of linear ``name`` as ``W: (d_out, d_in)`` (NumPy, parameter dtype)."""
-    return np.asarray(_linear(model, name).kernel[...]).T
+    """The weight of linear ``name`` as ``W: (d_out, d_in)`` (NumPy, parameter dtype). A kernel split
+    over several processes' devices is gathered (a collective: every process must call this)."""
+    from zipcal_jax.distributed import local_value
+
+    return np.asarray(local_value(_linear(model, name).kernel[...])).T
 
 
 def set_linear_weight(model: Llama, name: str, W: Any) -> None:
@@ -491,6 +494,11 @@ def set_linear_weight(model: Llama, name: str, W: Any) -> None:
     W = jnp.asarray(W)
     if W.shape != old.shape[::-1]:
         raise ValueError(f"{name}: expected W of shape (d_out, d_in) = {old.shape[::-1]}, got {W.shape}")
+    if not old.sharding.is_fully_addressable:  # a kernel placed over several processes' devices
+        from zipcal_jax.distributed import put_global
+
+        kernel.set_value(put_global(np.asarray(W.T.astype(old.dtype)), old.sharding))
+        return
     kernel.set_value(jax.device_put(W.T.astype(old.dtype), old.sharding))
 
 

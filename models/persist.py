@@ -420,7 +420,7 @@ def _load_orbax(folder: Path, info: dict[str, Any], opts: _Options) -> Llama:
     )
     graphdef, state = nnx.split(abstract)
     flat = nnx.to_flat_state(state)
-    device = SingleDeviceSharding(jax.devices()[0])
+    device = SingleDeviceSharding(jax.local_devices()[0])
     target: dict[str, Any] = {}
     for path, var in flat:
         sharding = device if opts.mesh is None else param_sharding(opts.mesh, path, var.shape)

@@ -410,7 +410,7 @@ import json, sys, tempfile, numpy as np, jax
 from flax import nnx
 from jax.sharding import AxisType
 from zipcal_jax.models import llama
-from zipcal_jax.compress import pipeline
+from zipcal_jax.compress import checkpoint
 from zipcal_jax.compress.pipeline import StopAfterLayer, compress
 cfg = llama.LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                         num_attention_heads=4, num_key_value_heads=2)
@@ -424,12 +424,12 @@ try:
     compress(llama.Llama(cfg, rngs=nnx.Rngs(0)), (ids, mask), "gptq", checkpoint_dir=ckpt, stop_after=0, **kw)
 except StopAfterLayer:
     pass
-restore, shardings = pipeline._restore_inputs, []
+restore, shardings = checkpoint.restore_inputs, []
 def spy(*args):
     out = restore(*args)
     shardings.extend(h.sharding == jax.sharding.NamedSharding(mesh, jax.P("data")) for h in out)
     return out
-pipeline._restore_inputs = spy
+checkpoint.restore_inputs = spy
 resumed, report = compress(llama.Llama(cfg, rngs=nnx.Rngs(0)), (ids, mask), "gptq", checkpoint_dir=ckpt, **kw)
 diff = max(float(np.abs(llama.get_linear_weight(full, n) - llama.get_linear_weight(resumed, n)).max())
            for n in llama.linear_names(full))

@@ -14,26 +14,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from multidevice import run_on_8_devices
+from multidevice import LAUNCHER_VARS, run_on_8_devices, run_two_processes
 
 from zipcal_jax import distributed as D
 
 REPO = Path(__file__).parents[1]
-LAUNCHER_VARS = ["JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_JOB_ID",
-                 "SLURM_STEP_NODELIST", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_STEP_NUM_TASKS",
-                 "OMPI_MCA_orte_hnp_uri", "OMPI_COMM_WORLD_SIZE", "TPU_PROCESS_ADDRESSES",
-                 "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS", D.ENV_FLAG]  # fmt: skip
-
 TINY = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)  # fmt: skip
 
@@ -285,39 +278,6 @@ TWO_PROCESS_SCRIPT = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-def run_two_processes(argv: list[str], timeout: float = 240) -> list[subprocess.CompletedProcess]:
-    """Run ``argv`` as processes 0 and 1 of a ``jax.distributed`` job on localhost (one CPU device
-    each); returns both results in process order. Both are killed if either overruns."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS and k != "XLA_FLAGS"}
-    env |= {"JAX_PLATFORMS": "cpu", "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2"}
-    pipe = subprocess.PIPE
-    procs = [
-        subprocess.Popen(argv, env={**env, "JAX_PROCESS_ID": str(i)}, stdout=pipe, stderr=pipe, text=True)
-        for i in range(2)
-    ]
-    deadline = time.monotonic() + timeout
-    outs = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            outs.append(subprocess.CompletedProcess(argv, p.returncode, out, err))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()  # SIGKILL: JAX's preemption notifier catches SIGTERM
-                p.wait()
-    for i, r in enumerate(outs):
-        assert r.returncode == 0, f"process {i}:\n{r.stderr[-3000:]}"
-    return outs
-
-
 @pytest.fixture(scope="module")
 def tiny_files(tmp_path_factory, tiny_tokenizer):
     root = tmp_path_factory.mktemp("two-proc")
@@ -342,6 +302,89 @@ def test_two_processes_share_one_mesh():
     assert r0["picks"] == r1["picks"] == select(ids, 30, mask=mask).indices.tolist()
     assert (r0["share"], r1["share"]) == ([0, 6], [6, 11])  # 11 rows: 6 + 5 (padded to 6)
     assert r0["global_shape"] == [12] and r0["global_sum"] == r1["global_sum"] == sum(range(11))
+
+
+COMPRESS_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from zipcal_jax import distributed as D
+    multi = sys.argv[1] == "multi"
+    if multi:
+        assert D.initialize(timeout_s=60)
+    import jax, numpy as np
+    from flax import nnx
+    from zipcal_jax.compress.pipeline import StopAfterLayer, compress
+    from zipcal_jax.models import llama
+    cfg = llama.LlamaConfig(**json.loads(sys.argv[2]))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, cfg.vocab_size, (6, 16)).astype(np.int32)
+    mask = rng.random((6, 16)) > 0.2
+    mesh = D.make_mesh() if multi else None
+    runs = {  # name: (options, resume from a checkpoint stopped after layer 0)
+        "wanda": (dict(method="wanda"), False),
+        "sparsegpt_rows_numpy": (dict(method="sparsegpt", solve_axis="data", offload="numpy"), True),
+        "gptq_pinned": (dict(method="gptq", bits=4, group_size=16, offload="pinned_host"), True),
+    }
+    out = {}
+    for name in sys.argv[4].split(","):
+        kw, resume = runs[name]
+        if not multi:
+            kw.pop("solve_axis", None)
+        ckpt = f"{sys.argv[3]}/{name}" if resume else None
+        if resume:
+            try:
+                compress(llama.Llama(cfg, rngs=nnx.Rngs(0)), (ids, mask), mesh=mesh, progress=False,
+                         checkpoint_dir=ckpt, stop_after=0, **kw)
+            except StopAfterLayer:
+                pass
+        model, rep = compress(llama.Llama(cfg, rngs=nnx.Rngs(0)), (ids, mask), mesh=mesh,
+                              progress=False, checkpoint_dir=ckpt, **kw)
+        np.savez(f"{sys.argv[3]}/{name}-{D.process_index()}.npz",
+                 **{n: llama.get_linear_weight(model, n) for n in llama.linear_names(model)})
+        out[name] = dict(resumed=rep["layers_resumed"], devices=rep["devices"], solve_shards=rep["solve_shards"],
+                         loss=rep["totals"]["loss"], error=rep["totals"]["output_error"])
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "runs",
+    ["sparsegpt_rows_numpy", pytest.param("wanda,gptq_pinned", marks=pytest.mark.slow)],
+)
+def test_two_processes_compress_like_one(tmp_path, runs):
+    """Compression on a mesh spanning two processes (samples split across them, Hessians reduced
+    between hosts, rows of the solves split across hosts, layers streamed through host memory,
+    a run resumed from a shared checkpoint folder) gives both processes the one-process model."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    script = [sys.executable, "-c", COMPRESS_SCRIPT]
+    cfg = json.dumps({**TINY, "num_hidden_layers": 3})
+    one = subprocess.run([*script, "one", cfg, str(tmp_path / "one"), runs], capture_output=True, text=True,
+                         timeout=240, env={**os.environ, "JAX_PLATFORMS": "cpu"})  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    ref = json.loads(one.stdout.strip().splitlines()[-1])
+    outs = run_two_processes([*script, "multi", cfg, str(tmp_path / "two"), runs])
+    r0, r1 = (json.loads(o.stdout.strip().splitlines()[-1]) for o in outs)
+    assert r0 == r1  # every process holds the same report
+    for name, want in ref.items():
+        got = r0[name]
+        assert got["devices"] == 2 and want["devices"] == 1
+        assert got["solve_shards"] == (2 if "rows" in name else 1)
+        assert got["resumed"] == want["resumed"] == (0 if name == "wanda" else 1)
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+        assert got["error"] == pytest.approx(want["error"], rel=1e-5)
+        w1 = np.load(tmp_path / "one" / f"{name}-0.npz")
+        for rank in (0, 1):
+            w2 = np.load(tmp_path / "two" / f"{name}-{rank}.npz")
+            assert set(w1.files) == set(w2.files) and len(w1.files) == 21
+            for key in w1.files:
+                np.testing.assert_array_equal(w2[key] == 0, w1[key] == 0, err_msg=f"{name} {key} zeros")
+                np.testing.assert_allclose(w2[key], w1[key], rtol=1e-4, atol=1e-5, err_msg=f"{name} {key}")
+    assert set(ref) == set(runs.split(","))
+    for name in (n for n in ref if n != "wanda"):  # one shared checkpoint folder, complete
+        assert sorted(p.name for p in (tmp_path / "two" / name).iterdir()) == [
+            "layer_0000", "layer_0001", "layer_0002", "state.json"]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -372,3 +415,23 @@ def test_two_process_cli_writes_from_process_zero(tiny_files):
                    env={**os.environ, "JAX_PLATFORMS": "cpu"})  # fmt: skip
     one = json.loads((one_dir / "eval.json").read_text())["perplexity"][tiny_files.text]
     assert two["windows"] == one["windows"] and two["ppl"] == pytest.approx(one["ppl"], rel=1e-6)
+    # compression over both processes (rows of the solves split between them, a shared checkpoint
+    # folder), process 0 saves: the one-process report, and a model that loads
+    flags = ["--model", str(model_dir), "--calib", str(sel), "--method", "sparsegpt", "--no-progress"]
+    comp = tiny_files.root / "comp"
+    outs = run_two_processes([*cli, "compress", *flags, "--solve-axis", "data", "--checkpoint-dir",
+                              str(tiny_files.root / "ckpt"), "--out", str(comp)])  # fmt: skip
+    assert "| sparsegpt" in outs[0].stdout and "| sparsegpt" not in outs[1].stdout
+    two = json.loads((comp / "report.json").read_text())
+    assert two["devices"] == 2 and two["solve_shards"] == 2
+    one_dir = tiny_files.root / "comp-one"
+    subprocess.run([*cli, "compress", *flags, "--out", str(one_dir)], check=True, capture_output=True,
+                   timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})  # fmt: skip
+    one = json.loads((one_dir / "report.json").read_text())
+    assert two["totals"]["loss"] == pytest.approx(one["totals"]["loss"], rel=1e-5)
+    assert two["totals"]["mean_sparsity"] == one["totals"]["mean_sparsity"]
+    model, _ = llama.load(str(comp / "model"))
+    ref, _ = llama.load(str(one_dir / "model"))
+    for name in llama.linear_names(model):
+        np.testing.assert_allclose(llama.get_linear_weight(model, name), llama.get_linear_weight(ref, name),
+                                   rtol=1e-4, atol=1e-5, err_msg=name)  # fmt: skip

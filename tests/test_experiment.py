@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -210,12 +211,47 @@ def test_from_file_and_plan(files, tmp_path):
         ExperimentConfig.from_file(tmp_path / "missing.yaml")
 
 
-def test_grid_refuses_several_processes(files, tmp_path, monkeypatch):
-    from zipcal_jax import distributed
+@pytest.mark.slow  # ~60 s: the grid in one process, then twice as two jax.distributed processes
+def test_grid_on_two_processes_matches_one(files, tmp_path):
+    """``run_experiment`` over a mesh spanning two processes: the one-process selections, sparsity,
+    perplexity and accuracies; only process 0 writes and returns the summary; a rerun finds every
+    cell finished (process 0's decision, sent to process 1, whose output folder is never written)."""
+    from multidevice import run_two_processes
 
-    monkeypatch.setattr(distributed, "process_count", lambda: 2)
-    with pytest.raises(ValueError, match="one host"):
-        run_experiment(ExperimentConfig.from_dict(grid(files, tmp_path / "x")))
+    cfg = grid(files, tmp_path / "one", methods=["zipcal", "least_perplexity", "cola"],
+               compressors=["wanda50"], seeds=[0])  # fmt: skip
+    one = run_experiment(ExperimentConfig.from_dict(cfg))
+    script = f"""
+import json, sys
+from zipcal_jax import distributed as D
+assert D.initialize(timeout_s=60)
+from zipcal_jax.experiment import ExperimentConfig, run_experiment
+cfg = json.loads({json.dumps(json.dumps(cfg))})
+cfg["out"] = sys.argv[1] if D.is_writer() else sys.argv[1] + "-never-written"
+r = run_experiment(ExperimentConfig.from_dict(cfg), mesh=D.make_mesh())
+print(json.dumps(dict(rows=r.rows, computed=r.computed, skipped=r.skipped, files=len(r.files))))
+"""
+    two = tmp_path / "two"
+    outs = run_two_processes([sys.executable, "-c", script, str(two)], timeout=400)
+    r0, r1 = (json.loads(o.stdout.strip().splitlines()[-1]) for o in outs)
+    assert r0["computed"] == r1["computed"] == one.computed and len(one.computed) == 4
+    assert r1["rows"] == [] and r1["files"] == 0 and not (tmp_path / "two-never-written").exists()
+    assert len(r0["rows"]) == len(one.rows) == 4 and r0["files"] == len(one.files)
+    for a, b in zip(one.rows, r0["rows"]):
+        assert a["method"] == b["method"]
+        assert b["acc"] == pytest.approx(a["acc"], abs=1e-9)
+        for src, (ppl, _) in a["ppl"].items():
+            assert b["ppl"][src][0] == pytest.approx(ppl, rel=1e-4)
+    for cell in one.computed[1:]:
+        c_one = json.loads((tmp_path / "one" / "cells" / f"{cell}.json").read_text())
+        c_two = json.loads((two / "cells" / f"{cell}.json").read_text())
+        assert c_one["selection"]["indices"] == c_two["selection"]["indices"], cell
+        assert c_two["compression"]["mean_sparsity"] == c_one["compression"]["mean_sparsity"], cell
+        assert c_two["compression"]["loss"] == pytest.approx(c_one["compression"]["loss"], rel=1e-4), cell
+    outs = run_two_processes([sys.executable, "-c", script, str(two)], timeout=400)
+    again = [json.loads(o.stdout.strip().splitlines()[-1]) for o in outs]
+    assert [a["computed"] for a in again] == [[], []]
+    assert again[0]["skipped"] == again[1]["skipped"] == one.computed
 
 
 def test_demo_config_drops_kjv_tasks_when_unavailable(monkeypatch, capsys):

@@ -508,10 +508,12 @@ def run_compress(cfg: CompressConfig, mesh: Any = None) -> tuple[dict[str, Any],
     sharded over ``mesh``'s ``data`` axis when given), save the model (Orbax, with its tokenizer)
     and write ``report.json`` and ``config.json`` to ``cfg.out``, from process 0.
 
-    With several processes (``--distributed``) every process compresses the whole model on its
-    first local device (the pipeline does not yet exchange its per-layer results between hosts)
-    and process 0 saves it in the HF safetensors layout (an Orbax save from one process would wait
-    for the others); ``--checkpoint-dir`` is refused there."""
+    With several processes (``--distributed``) the mesh spans every process's devices: each
+    process loads the model onto its first device, the calibration samples are split over all
+    devices, the statistics are reduced across hosts, and every process keeps the compressed
+    layers (``--solve-axis`` splits the solves across hosts too). Process 0 saves the model in the
+    HF safetensors layout; ``--checkpoint-dir`` must then be a folder every process sees (a shared
+    filesystem)."""
     import jax.numpy as jnp
 
     from zipcal_jax.calibration import CalibrationSet
@@ -529,13 +531,8 @@ def run_compress(cfg: CompressConfig, mesh: Any = None) -> tuple[dict[str, Any],
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"output folder {out} is not empty; choose a fresh --out")
     load_mesh, fmt = None, "orbax"
-    if process_count() > 1:
-        if cfg.checkpoint_dir:
-            raise ValueError(
-                "--checkpoint-dir is not supported with several processes (each would write the same "
-                "Orbax checkpoint); drop it, or compress in one process"
-            )
-        load_mesh, mesh, fmt = _first_local_device_mesh(), None, "hf"
+    if process_count() > 1:  # each process holds the model; the pipeline places layers on the mesh
+        load_mesh, fmt = _first_local_device_mesh(), "hf"
     calib = CalibrationSet.load(cfg.calib)
     model, tokenizer = llama.load(
         cfg.model, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.dtype), mesh=load_mesh

@@ -219,6 +219,77 @@ def global_rows(local: Any, mesh: Any, rows: int | None = None, axis: str = "dat
     return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), local)
 
 
+def local_value(x: Any, device: Any = None) -> Any:
+    """``x`` (a ``jax.Array``) as a value this process can read and keep: unchanged when it is fully
+    addressable; the shard on ``device`` (default: this process's first shard) when it is replicated
+    over devices of several processes (no communication); else gathered from every process into a
+    NumPy array (``multihost_utils.process_allgather``, a collective: every process must call it at
+    the same point). Non-``jax.Array`` values are returned as they are."""
+    import jax
+
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+        return x
+    if x.is_fully_replicated:
+        shards = x.addressable_shards
+        return next((s.data for s in shards if s.device == device), shards[0].data)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(x, tiled=True)
+
+
+def put_global(tree: Any, sharding: Any) -> Any:
+    """``jax.device_put(tree, sharding)`` that also works when ``sharding`` spans devices of several
+    processes, for values every process holds in full (NumPy, or this process's copy on one of its
+    devices, e.g. a model every process loaded): each process places only its own devices' parts
+    (``jax.make_array_from_callback``), so nothing is sent between hosts. Arrays already on the
+    target's devices are resharded by ``device_put``. Every process must pass the same values."""
+    import jax
+
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def put(x: Any) -> Any:
+        if isinstance(x, jax.Array) and x.sharding.device_set == sharding.device_set:
+            return jax.device_put(x, sharding)
+        host = np.asarray(local_value(x))
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree)
+
+
+def from_writer(values: Any) -> np.ndarray:
+    """Process 0's copy of a small NumPy array, on every process (``broadcast_one_to_all``; the
+    array itself in one process). For decisions every process must take alike, e.g. which work
+    is already done according to files only process 0 can see."""
+    import jax
+
+    values = np.asarray(values)
+    if jax.process_count() == 1:
+        return values
+    from jax.experimental import multihost_utils
+
+    sent = values.astype(np.uint8) if values.dtype == bool else values
+    return np.asarray(multihost_utils.broadcast_one_to_all(sent)).astype(values.dtype)
+
+
+def local_devices_of(mesh: Any) -> list:
+    """The devices of ``mesh`` that belong to this process, in mesh order (all of them in one process)."""
+    import jax
+
+    here = jax.process_index()
+    return [d for d in mesh.devices.flat if d.process_index == here]
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches the barrier ``name`` (a no-op in one process)."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 # ----------------------------------------------------------------------------- the mesh
 
 

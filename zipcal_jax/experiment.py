@@ -433,19 +433,16 @@ class ExperimentResult:
 def run_experiment(cfg: ExperimentConfig, mesh: Any = None) -> ExperimentResult:
     """Run every unfinished cell of ``cfg``'s grid, then write the summary (see the module docstring).
 
-    ``mesh``: a ``jax.sharding.Mesh`` with a ``data`` axis (``zipcal_jax.distributed.make_mesh``) over
-    this process's devices: the model is loaded onto it (a ``model`` axis shards its weights), and
-    selection, the model-based methods' forwards, calibration statistics and evaluation split their
-    batches over ``data``. The grid runs in one process: under several ``jax.distributed``
-    processes it refuses to start (run it on one host, with that host's devices in ``mesh``).
+    ``mesh``: a ``jax.sharding.Mesh`` with a ``data`` axis (``zipcal_jax.distributed.make_mesh``):
+    the model is loaded onto it (a ``model`` axis shards its weights), and selection, the
+    model-based methods' forwards, calibration statistics and evaluation split their batches over
+    ``data``. Under several ``jax.distributed`` processes the mesh spans all of them and every
+    process runs every cell; process 0 alone reads and writes ``out`` (which cells are finished is
+    its decision, sent to the others), and only its result carries the summary (the others return
+    empty ``rows``, ``markdown`` and ``files``).
     """
-    from zipcal_jax.distributed import process_count
+    from zipcal_jax.distributed import from_writer, is_writer
 
-    if process_count() > 1:
-        raise ValueError(
-            f"the experiment grid runs in one process, but jax.distributed has {process_count()}; "
-            "run `zipcal run` on one host without --distributed (use that host's devices with --devices)"
-        )
     if mesh is not None and mesh.devices.size == 1:
         mesh = None  # one device: the unsharded code path
     import jax.numpy as jnp
@@ -458,15 +455,20 @@ def run_experiment(cfg: ExperimentConfig, mesh: Any = None) -> ExperimentResult:
     from zipcal_jax.models import llama
     from zipcal_jax.select import select
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    _write(out / "config.json", cfg.to_dict())
+    out, writer = Path(cfg.out), is_writer()
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        _write(out / "config.json", cfg.to_dict())
     cells = plan_cells(cfg)
+    finished = from_writer([writer and _finished(out, c) is not None for c in cells])
     computed, skipped = [], []
     for model_spec in cfg.models:
         todo = []
-        for cell in (c for c in cells if c.model == model_spec):
-            (skipped if _finished(out, cell) else todo).append(cell)
+        for cell, done in zip(cells, finished):
+            if cell.model == model_spec and done:
+                skipped.append(cell.id)
+            elif cell.model == model_spec:
+                todo.append(cell)
         if not todo:
             continue
         t0 = time.perf_counter()
@@ -525,8 +527,11 @@ def run_experiment(cfg: ExperimentConfig, mesh: Any = None) -> ExperimentResult:
                 finally:
                     _restore(model, dense)
             result["seconds"] = time.perf_counter() - start
-            _write(_cell_path(out, cell), result)
+            if writer:
+                _write(_cell_path(out, cell), result)
             computed.append(cell.id)
+    if not writer:
+        return ExperimentResult(computed, skipped, [], "", [])
     results = [_finished(out, c) for c in cells]
     rows = summarize([r for r in results if r is not None])
     markdown = summary_markdown(rows)

@@ -71,7 +71,10 @@ def _batch_size(batch: int | None, n: int, L: int, shards: int) -> int:
 
 def _run_batched(fn, model, ids, mask, batch, mesh, desc, progress, static=()):
     """``fn(graphdef, state, ids_b, mask_b, *static) -> (B, ...)`` over fixed-size batches; returns
-    the stacked float64 NumPy results of the ``n`` real rows."""
+    the stacked float64 NumPy results of the ``n`` real rows (on every process of a mesh that
+    spans several: each batch's rows are gathered)."""
+    from zipcal_jax.distributed import local_value, put_global
+
     n, L = ids.shape
     shards = 1
     rows = None
@@ -81,7 +84,7 @@ def _run_batched(fn, model, ids, mask, batch, mesh, desc, progress, static=()):
             raise ValueError(f"mesh needs a 'data' axis to shard candidates over, has {mesh.axis_names}")
         shards = mesh.shape["data"]
         rows = NamedSharding(mesh, P("data", None))
-        state = jax.device_put(state, NamedSharding(mesh, P()))
+        state = put_global(state, NamedSharding(mesh, P()))
     B = _batch_size(batch, n, L, shards)
     total = -(-n // B) * B
     pids = np.zeros((total, L), np.int32)
@@ -93,14 +96,14 @@ def _run_batched(fn, model, ids, mask, batch, mesh, desc, progress, static=()):
         for start in range(0, total, B):
             xb, mb = pids[start : start + B], pmask[start : start + B]
             if rows is not None:
-                xb, mb = jax.device_put(xb, rows), jax.device_put(mb, rows)
+                xb, mb = put_global(xb, rows), put_global(mb, rows)
             result = fn(graphdef, state, jnp.asarray(xb), jnp.asarray(mb), *static)
             if pending is not None:  # read back the previous batch while this one runs
-                outs.append(np.asarray(pending, np.float64))
+                outs.append(np.asarray(local_value(pending), np.float64))
                 bar.update(min(B, n - start + B))
             pending = result
         if pending is not None:
-            outs.append(np.asarray(pending, np.float64))
+            outs.append(np.asarray(local_value(pending), np.float64))
             bar.update(n - bar.n)
     return np.concatenate(outs)[:n] if outs else np.zeros((0,))
 
