@@ -270,10 +270,17 @@ TWO_PROCESS_SCRIPT = textwrap.dedent(
     share = D.process_slice(n, multiple=jax.local_device_count())
     rows = D.rows_per_process(n, jax.local_device_count())
     g = D.global_rows(np.arange(n)[share], mesh, rows=rows, fill=-1)
+    rows_sharding = jax.sharding.NamedSharding(mesh, jax.P("data"))
+    committed = jax.device_put(np.arange(6.0), jax.local_devices()[0])  # this process's own copy
+    placed = D.put_global(committed, rows_sharding)
     print(json.dumps(dict(index=D.process_index(), count=D.process_count(), writer=D.is_writer(),
                           devices=jax.device_count(), mesh=list(mesh.devices.shape), picks=picks,
                           share=[share.start, share.stop], global_shape=list(g.shape),
-                          global_sum=int(jax.jit(lambda x: (x * (x >= 0)).sum())(g)))))
+                          global_sum=int(jax.jit(lambda x: (x * (x >= 0)).sum())(g)),
+                          gathered=np.asarray(D.local_value(g)).tolist(),
+                          placed=[len(placed.addressable_shards), np.asarray(D.local_value(placed)).tolist()],
+                          from_writer=D.from_writer([D.process_index() + 5, D.is_writer()]).tolist(),
+                          local_devices=len(D.local_devices_of(mesh)))))
     """
 )
 
@@ -302,6 +309,10 @@ def test_two_processes_share_one_mesh():
     assert r0["picks"] == r1["picks"] == select(ids, 30, mask=mask).indices.tolist()
     assert (r0["share"], r1["share"]) == ([0, 6], [6, 11])  # 11 rows: 6 + 5 (padded to 6)
     assert r0["global_shape"] == [12] and r0["global_sum"] == r1["global_sum"] == sum(range(11))
+    assert r0["gathered"] == r1["gathered"] == [*range(6), *range(6, 11), -1]  # allgathered rows
+    assert r0["placed"] == r1["placed"] == [1, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]]
+    assert r0["from_writer"] == r1["from_writer"] == [5, 1]  # process 0's values everywhere
+    assert r0["local_devices"] == r1["local_devices"] == 1
 
 
 COMPRESS_SCRIPT = textwrap.dedent(
