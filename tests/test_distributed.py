@@ -348,12 +348,16 @@ COMPRESS_SCRIPT = textwrap.dedent(
                          checkpoint_dir=ckpt, stop_after=0, **kw)
             except StopAfterLayer:
                 pass
+        seen = []  # the callback reads every mask and integer code array in every process
+        def callback(name, W, extras):
+            leaves = [np.asarray(x) for x in jax.tree.leaves({k: v for k, v in extras.items() if k != "record"})]
+            seen.append(sum(int(x.astype(np.int64).sum()) for x in leaves if x.dtype.kind in "biu"))
         model, rep = compress(llama.Llama(cfg, rngs=nnx.Rngs(0)), (ids, mask), mesh=mesh,
-                              progress=False, checkpoint_dir=ckpt, **kw)
+                              progress=False, checkpoint_dir=ckpt, callback=callback, **kw)
         np.savez(f"{sys.argv[3]}/{name}-{D.process_index()}.npz",
                  **{n: llama.get_linear_weight(model, n) for n in llama.linear_names(model)})
         out[name] = dict(resumed=rep["layers_resumed"], devices=rep["devices"], solve_shards=rep["solve_shards"],
-                         loss=rep["totals"]["loss"], error=rep["totals"]["output_error"])
+                         loss=rep["totals"]["loss"], error=rep["totals"]["output_error"], seen=seen)
     print(json.dumps(out))
     """
 )
@@ -385,6 +389,7 @@ def test_two_processes_compress_like_one(tmp_path, runs):
         assert got["resumed"] == want["resumed"] == (0 if name == "wanda" else 1)
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
         assert got["error"] == pytest.approx(want["error"], rel=1e-5)
+        assert got["seen"] == want["seen"] and len(want["seen"]) == 7 * (3 - want["resumed"])
         w1 = np.load(tmp_path / "one" / f"{name}-0.npz")
         for rank in (0, 1):
             w2 = np.load(tmp_path / "two" / f"{name}-{rank}.npz")
