@@ -5,9 +5,12 @@
 * 8 fake CPU devices (subprocess): perplexity and zero-shot scores on a data mesh, and on a
   (data 4, model 2) mesh with tensor-parallel parameters, equal the one-device scores;
 * two real processes on this machine (``jax.distributed`` over localhost, gloo collectives):
-  selection on a mesh spanning both processes equals the one-process picks and per-process rows
-  assemble into one global array; (slow) ``zipcal select`` / ``zipcal eval`` write and print from
-  process 0 only, with the one-process perplexity.
+  selection on a mesh spanning both processes equals the one-process picks, per-process rows
+  assemble into one global array, and the transfer helpers (``put_global``, ``local_value``,
+  ``from_writer``) behave; compression on that mesh (row-split solves, host offload, a resumed
+  shared checkpoint) gives both processes the one-process model; (slow) ``zipcal select`` /
+  ``eval`` / ``compress`` / ``run`` write and print from process 0 only, with the one-process
+  results.
 """
 
 from __future__ import annotations
@@ -405,6 +408,8 @@ def test_two_processes_compress_like_one(tmp_path, runs):
 
 @pytest.mark.slow
 def test_two_process_cli_writes_from_process_zero(tiny_files):
+    """``zipcal select``, ``eval``, ``compress`` and ``run`` as two processes: process 0 alone prints
+    and writes, with the one-process results."""
     from zipcal_jax.models import llama
 
     model_dir = tiny_files.root / "model"
@@ -451,3 +456,21 @@ def test_two_process_cli_writes_from_process_zero(tiny_files):
     for name in llama.linear_names(model):
         np.testing.assert_allclose(llama.get_linear_weight(model, name), llama.get_linear_weight(ref, name),
                                    rtol=1e-4, atol=1e-5, err_msg=name)  # fmt: skip
+    # a grid over both processes: process 0 prints and writes the one-process table
+    grid = tiny_files.root / "grid.json"
+    grid.write_text(json.dumps({
+        "models": [str(model_dir)], "calibration": {"text": [tiny_files.text]}, "seqlen": 16,
+        "methods": ["zipcal", "random"], "compressors": {"sgpt": {"method": "sparsegpt"}}, "nsamples": [4],
+        "evaluation": {"ppl": [tiny_files.text], "seqlen": 16, "max_windows": 4, "tasks": []},
+        "batch_size": 4, "progress": False}))  # fmt: skip
+    outs = run_two_processes([*cli, "run", "--config", str(grid), "--out", str(tiny_files.root / "grid")])
+    assert "| sgpt" in outs[0].stdout and "| sgpt" not in outs[1].stdout
+    assert "3 cells computed" in outs[0].stdout
+    subprocess.run([*cli, "run", "--config", str(grid), "--out", str(tiny_files.root / "grid-one")], check=True,
+                   capture_output=True, timeout=180, env={**os.environ, "JAX_PLATFORMS": "cpu"})  # fmt: skip
+    two, one = (
+        json.loads((tiny_files.root / d / "summary.json").read_text())["rows"] for d in ("grid", "grid-one")
+    )
+    assert [r["method"] for r in two] == [r["method"] for r in one] == ["dense", "zipcal", "random"]
+    for a, b in zip(one, two):
+        assert b["ppl"][tiny_files.text][0] == pytest.approx(a["ppl"][tiny_files.text][0], rel=1e-4)
