@@ -47,12 +47,20 @@ def resume(ckpt: Path, model, fingerprint_: str, place=None) -> tuple[int, dict[
     """Restore the finished layers' weights of the run ``fingerprint_`` from ``ckpt`` into ``model``
     (through device memory and back to host memory with offload, ``place``). Returns
     ``(next_layer, {"modules": ..., "seconds": ...})`` of the saved report, or ``(0, None)``
-    when the folder holds no state yet; another run's or format's checkpoint raises ValueError."""
+    when the folder holds no state yet; another run's or format's checkpoint raises ValueError, and
+    so does a folder that several processes do not see alike (it must be on a shared filesystem)."""
+    from zipcal_jax.distributed import each_process
     from zipcal_jax.models import llama
 
-    if not (ckpt / STATE).is_file():
+    state = json.loads((ckpt / STATE).read_text()) if (ckpt / STATE).is_file() else None
+    found = each_process(int(state.get("next_layer", 0)) if state else 0).tolist()
+    if len(set(found)) > 1:  # every process raises alike, before any other collective could hang
+        raise ValueError(
+            f"the processes find {found} finished layers in {ckpt} (process 0 first): with several "
+            "processes checkpoint_dir must be a folder every process sees (a shared filesystem)"
+        )
+    if state is None:
         return 0, None
-    state = json.loads((ckpt / STATE).read_text())
     if state.get("format") != FORMAT:
         raise ValueError(
             f"{ckpt} holds a compression checkpoint in another format ({state.get('format')!r}, "

@@ -313,7 +313,7 @@ def compress(
     """
     from tqdm.auto import tqdm
 
-    from zipcal_jax.distributed import from_writer, local_devices_of, process_index, put_global
+    from zipcal_jax.distributed import local_devices_of, put_global
 
     opts = resolve_options(method, options)
     if propagate not in ("compressed", "dense"):
@@ -375,13 +375,6 @@ def compress(
                                          bool(true_sequential), batch_size)  # fmt: skip
     if ckpt is not None:
         start_layer, saved = checkpoint.resume(ckpt, model, fingerprint, place)
-        agreed = int(from_writer([start_layer])[0])  # several processes: all must see one folder
-        if agreed != start_layer:
-            raise ValueError(
-                f"process {process_index()} finds {start_layer} finished layers in {ckpt}, process 0 "
-                f"finds {agreed}: with several processes checkpoint_dir must be a folder every process "
-                "sees (a shared filesystem)"
-            )
         if saved is not None:
             report["modules"], seconds = saved["modules"], saved["seconds"]
             report["layers_resumed"] = start_layer

@@ -406,6 +406,41 @@ def test_two_processes_compress_like_one(tmp_path, runs):
             "layer_0000", "layer_0001", "layer_0002", "state.json"]  # fmt: skip
 
 
+UNSHARED_CHECKPOINT_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from zipcal_jax import distributed as D
+    assert D.initialize(timeout_s=60)
+    import numpy as np
+    from flax import nnx
+    from zipcal_jax.compress.pipeline import StopAfterLayer, compress
+    from zipcal_jax.models import llama
+    cfg = llama.LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=2)
+    ids = np.random.default_rng(0).integers(0, 300, (4, 8))
+    calib, mesh = (ids, np.ones((4, 8), bool)), D.make_mesh()
+    try:
+        compress(llama.Llama(cfg, rngs=nnx.Rngs(0)), calib, mesh=mesh, progress=False,
+                 checkpoint_dir=sys.argv[1], stop_after=0)
+    except StopAfterLayer:
+        pass
+    own = sys.argv[1] + ("-copy" if D.process_index() else "")  # process 1 sees another folder
+    try:
+        compress(llama.Llama(cfg, rngs=nnx.Rngs(0)), calib, mesh=mesh, progress=False, checkpoint_dir=own)
+    except ValueError as err:
+        print(err)
+    """
+)
+
+
+def test_two_processes_refuse_a_checkpoint_they_do_not_share(tmp_path):
+    """A resume whose folder differs between processes stops every process with the same clear
+    error (instead of one process waiting forever for the others)."""
+    outs = run_two_processes([sys.executable, "-c", UNSHARED_CHECKPOINT_SCRIPT, str(tmp_path / "ckpt")])
+    for out in outs:
+        assert "the processes find [1, 0] finished layers" in out.stdout and "shared filesystem" in out.stdout
+
+
 @pytest.mark.slow
 def test_two_process_cli_writes_from_process_zero(tiny_files):
     """``zipcal select``, ``eval``, ``compress`` and ``run`` as two processes: process 0 alone prints

@@ -272,6 +272,21 @@ def from_writer(values: Any) -> np.ndarray:
     return np.asarray(multihost_utils.broadcast_one_to_all(sent)).astype(values.dtype)
 
 
+def each_process(values: Any) -> np.ndarray:
+    """Every process's copy of a small NumPy array, stacked in process order: shape
+    ``(process_count(), *values.shape)`` (``process_allgather``; ``values[None]`` in one process).
+    For checks that every process must fail alike, e.g. that all see the same files."""
+    import jax
+
+    values = np.asarray(values)
+    if jax.process_count() == 1:
+        return values[None]
+    from jax.experimental import multihost_utils
+
+    sent = values.astype(np.uint8) if values.dtype == bool else values
+    return np.asarray(multihost_utils.process_allgather(sent)).astype(values.dtype)
+
+
 def local_devices_of(mesh: Any) -> list:
     """The devices of ``mesh`` that belong to this process, in mesh order (all of them in one process)."""
     import jax
