@@ -472,6 +472,8 @@ def test_cli_compress(model_dir, calib, tmp_path, capsys):
     W = llama.get_linear_weight(saved, "layers.1.mlp.down_proj")
     assert ((W == 0).reshape(W.shape[0], -1, 4).sum(-1) >= 2).all()
     assert main(["compress", "--model", str(model_dir), "--out", str(tmp_path / "o3"), "--no-progress"]) == 2
+    assert main(argv) == 2  # the same --out again: it is not empty now
+    assert f"output folder {out} is not empty" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

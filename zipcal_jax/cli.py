@@ -518,7 +518,7 @@ def run_compress(cfg: CompressConfig, mesh: Any = None) -> tuple[dict[str, Any],
 
     from zipcal_jax.calibration import CalibrationSet
     from zipcal_jax.compress.pipeline import METHODS, compress
-    from zipcal_jax.distributed import process_count
+    from zipcal_jax.distributed import from_writer, process_count
     from zipcal_jax.models import llama
 
     if not cfg.calib:
@@ -528,7 +528,8 @@ def run_compress(cfg: CompressConfig, mesh: Any = None) -> tuple[dict[str, Any],
     if cfg.dtype not in ("float32", "bfloat16"):
         raise ValueError(f"--dtype must be float32 or bfloat16, got {cfg.dtype!r}")
     out = Path(cfg.out or f"runs/compress-{Path(cfg.model).name}-{cfg.method}")
-    if out.exists() and any(out.iterdir()):
+    used = _is_writer() and out.exists() and any(out.iterdir())
+    if from_writer([used])[0]:  # process 0 writes there: its answer stops every process alike
         raise ValueError(f"output folder {out} is not empty; choose a fresh --out")
     load_mesh, fmt = None, "orbax"
     if process_count() > 1:  # each process holds the model; the pipeline places layers on the mesh
