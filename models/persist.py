@@ -23,6 +23,8 @@ Orbax layout (``format="orbax"``)::
                              (layer indices as strings), in the parameter dtype
     path/tokenizer.json      when a tokenizer was given
 
+Reading and writing ``params/`` live in :mod:`zipcal_jax.models.orbax_io`.
+
 HF layout (``format="hf"``): ``config.json``, ``model.safetensors`` (torch layout, no
 ``lm_head.weight`` when embeddings are tied), ``tokenizer.json`` + ``tokenizer_config.json`` when a
 tokenizer was given, and the marker. ``transformers.LlamaForCausalLM.from_pretrained`` loads it.
@@ -47,14 +49,12 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, SingleDeviceSharding
+from jax.sharding import Mesh
 
 from zipcal_jax.models.llama import Llama, LlamaConfig
-from zipcal_jax.models.sharding import param_sharding
 from zipcal_jax.models.tokenizers import NAMED_TOKENIZERS, TextTokenizer, find_tokenizer
 
 __all__ = [
@@ -78,7 +78,6 @@ Spec = str | os.PathLike
 MARKER = "zipcal_model.json"
 FORMAT_NAME = "zipcal-jax-model"
 FORMAT_VERSION = 1
-_PARAMS = "params"
 # Bump when the GGUF → cache conversion changes, so stale cache entries are not used.
 _CACHE_VERSION = 1
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -193,6 +192,7 @@ def _tokenizer_in(source: Path, read: Callable[[], Any] | None = None) -> TextTo
 
 def _load_folder(folder: Path, opts: _Options) -> tuple[Llama, TextTokenizer | None]:
     from zipcal_jax.models.checkpoints import load_hf_folder
+    from zipcal_jax.models.orbax_io import _load_orbax  # here: orbax_io imports this module
 
     marker = folder / MARKER
     if marker.exists():
@@ -402,96 +402,6 @@ def _param_dtype(model: Llama) -> np.dtype:
     return jnp.dtype(model.embed.embedding.get_value().dtype)
 
 
-# ----------------------------------------------------------------------------- Orbax
-
-
-def _load_orbax(folder: Path, info: dict[str, Any], opts: _Options) -> Llama:
-    import orbax.checkpoint as ocp
-
-    try:
-        cfg = LlamaConfig.from_hf_config(info["config"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{folder / MARKER}: invalid model config ({err})") from err
-    params_dir = folder / _PARAMS
-    if not params_dir.is_dir():
-        raise ValueError(f"{folder} has {MARKER} but no {_PARAMS}/ folder; the checkpoint is incomplete")
-    abstract = nnx.eval_shape(
-        lambda: Llama(cfg, dtype=opts.dtype, param_dtype=opts.param_dtype, rngs=nnx.Rngs(0))
-    )
-    graphdef, state = nnx.split(abstract)
-    flat = nnx.to_flat_state(state)
-    device = SingleDeviceSharding(jax.local_devices()[0])
-    target: dict[str, Any] = {}
-    for path, var in flat:
-        sharding = device if opts.mesh is None else param_sharding(opts.mesh, path, var.shape)
-        _nest(target, path, jax.ShapeDtypeStruct(var.shape, var.dtype, sharding=sharding))
-    try:
-        with ocp.StandardCheckpointer() as ckptr:
-            _check_stored_shapes(ckptr, params_dir, {".".join(map(str, p)): v.shape for p, v in flat})
-            restored = ckptr.restore(params_dir.resolve(), target)
-    except _Mismatch:
-        raise
-    except Exception as err:  # orbax/tensorstore raise many types for missing, cut or mismatched data
-        raise _restore_error(params_dir, err) from err
-    for path, var in flat:
-        value = restored
-        for key in path:
-            value = value[str(key)]
-        var.set_value(value)
-    return nnx.merge(graphdef, state)
-
-
-class _Mismatch(ValueError):
-    """The stored arrays disagree with the marker's config (already a complete message)."""
-
-
-def _restore_error(params_dir: Path, err: Exception) -> ValueError:
-    return ValueError(
-        f"cannot restore the Orbax checkpoint {params_dir}: it is truncated, corrupt, or does not match "
-        f"the config in {MARKER} ({type(err).__name__}: {str(err)[:500]}); save the model again"
-    )
-
-
-def _check_stored_shapes(ckptr: Any, params_dir: Path, expected: dict[str, tuple[int, ...]]) -> None:
-    """Compare the checkpoint's metadata with the parameters the config implies; one ValueError
-    lists every missing, unexpected or wrongly shaped array (before any data is read)."""
-    tree = ckptr.metadata(params_dir.resolve()).item_metadata
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0] if tree is not None else []
-    if not leaves:  # orbax logs and returns nothing when its metadata files are unreadable
-        raise ValueError("its array metadata is missing or unreadable")
-    stored = {".".join(str(getattr(k, "key", k)) for k in path): tuple(m.shape) for path, m in leaves}
-    problems = [f"missing array {n}" for n in sorted(expected.keys() - stored.keys())]
-    problems += [f"unexpected array {n}" for n in sorted(stored.keys() - expected.keys())]
-    problems += [
-        f"array {n} has shape {stored[n]}, the config implies {tuple(expected[n])}"
-        for n in sorted(expected.keys() & stored.keys())
-        if stored[n] != tuple(expected[n])
-    ]
-    if problems:
-        listing = "".join(f"\n  - {p}" for p in problems[:20])
-        more = f"\n  - … ({len(problems) - 20} more)" if len(problems) > 20 else ""
-        raise _Mismatch(
-            f"the Orbax checkpoint {params_dir} does not match the config in {MARKER}:{listing}{more}\n"
-            "The folder was edited after llama.save; save the model again."
-        )
-
-
-def _nest(tree: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
-    for key in path[:-1]:
-        tree = tree.setdefault(str(key), {})
-    tree[str(path[-1])] = value
-
-
-def _write_orbax(model: Llama, folder: Path) -> None:
-    import orbax.checkpoint as ocp
-
-    tree: dict[str, Any] = {}
-    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        _nest(tree, path, var.get_value())
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save((folder / _PARAMS).resolve(), tree)
-
-
 # ----------------------------------------------------------------------------- HF export
 
 
@@ -557,6 +467,8 @@ def save(
 
 
 def _save(model: Llama, path: Path, format: str, *, tokenizer: Any, replace: bool) -> Path:
+    from zipcal_jax.models.orbax_io import _write_orbax  # here: orbax_io imports this module
+
     if format not in ("orbax", "hf"):
         raise ValueError(f"format must be 'orbax' or 'hf', got {format!r}")
     if not isinstance(model, Llama):

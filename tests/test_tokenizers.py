@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from zipcal_jax.models import gguf_tokenizer
 from zipcal_jax.models import tokenizers as tk
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -163,7 +164,7 @@ def test_gguf_matches_original_and_is_cached(
         raise AssertionError("the GGUF was read again instead of the cache")
 
     with monkeypatch.context() as patch:
-        patch.setattr(tk, "_read_gguf_metadata", no_read)
+        patch.setattr(gguf_tokenizer, "_read_gguf_metadata", no_read)  # where tokenizer_from_gguf looks
         assert tk.load_tokenizer(path).to_str() == loaded.to_str()
 
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a changed file: new key
