@@ -211,14 +211,12 @@ class HostOffload:
             from zipcal_jax.distributed import local_value
 
             return local_value(x, self.host_device)
-        if x.is_fully_replicated and self.host_device in x.sharding.device_set:
-            return next(s.data for s in x.addressable_shards if s.device == self.host_device)
-        return jax.device_put(x, jax.sharding.SingleDeviceSharding(self.host_device))
+        return on_device(x, self.host_device)
 
     def to_device(self, tree: Any, batch: bool = False) -> Any:
         target = self.batch_device if batch else self.layer_device
         if target.is_fully_addressable:  # one process: every transfer is local
-            return jax.device_put(jax.tree.map(_assemble, tree, is_leaf=_is_shards), target)
+            return jax.device_put(tree, target)
         # Several processes: a batch's shards go back onto their own devices; a weight (the same
         # values in every process's host memory) is placed part by part from each process's copy.
         from zipcal_jax.distributed import put_global
@@ -266,11 +264,12 @@ def _to_numpy(x: Any) -> Any:
     return jax.device_get(x)
 
 
-def _assemble(x: Any) -> Any:
-    if not _is_shards(x):
-        return x
-    arrays = [jax.device_put(data, d) for d, data in x.shards]
-    return jax.make_array_from_single_device_arrays(x.shape, x.sharding, arrays)
+def _assemble(x: LocalShards, memory_kind: str | None = None) -> jax.Array:
+    """The global array again from this process's shards (in ``memory_kind`` of its devices)."""
+    sharding = x.sharding if memory_kind is None else x.sharding.with_memory_kind(memory_kind)
+    one = jax.sharding.SingleDeviceSharding
+    arrays = [jax.device_put(data, one(d, memory_kind=memory_kind)) for d, data in x.shards]
+    return jax.make_array_from_single_device_arrays(x.shape, sharding, arrays)
 
 
 def savable(x: Any) -> Any:
@@ -280,9 +279,11 @@ def savable(x: Any) -> Any:
     if not _is_shards(x):
         return x
     kinds = {m.kind for m in x.shards[0][0].addressable_memories()}
-    if "pinned_host" not in kinds:
-        return _assemble(x)
-    sharding = x.sharding.with_memory_kind("pinned_host")
-    arrays = [jax.device_put(data, jax.sharding.SingleDeviceSharding(d, memory_kind="pinned_host"))
-              for d, data in x.shards]  # fmt: skip
-    return jax.make_array_from_single_device_arrays(x.shape, sharding, arrays)
+    return _assemble(x, "pinned_host" if "pinned_host" in kinds else None)
+
+
+def on_device(x: jax.Array, device: jax.Device) -> jax.Array:
+    """``x`` on ``device`` alone: its shard there when replicated (no copy), else a transfer."""
+    if x.is_fully_replicated and device in x.sharding.device_set:
+        return next(s.data for s in x.addressable_shards if s.device == device)
+    return jax.device_put(x, device)

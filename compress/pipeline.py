@@ -413,13 +413,6 @@ def compress(
     return model, report
 
 
-def _on_device(x: jax.Array, device: jax.Device) -> jax.Array:
-    """``x`` on ``device`` alone: its shard there when replicated (no copy), else a transfer."""
-    if x.is_fully_replicated and device in x.sharding.device_set:
-        return next(s.data for s in x.addressable_shards if s.device == device)
-    return jax.device_put(x, device)
-
-
 def _compress_layer(model, i: int, inps: list, masks: list, run: _Run) -> list:
     """Statistics, solves and re-forward of decoder layer ``i`` (on device); returns the next
     layer's inputs (in host memory with offload). Device buffers die with this frame."""
@@ -450,7 +443,7 @@ def _compress_layer(model, i: int, inps: list, masks: list, run: _Run) -> list:
         for site in group:
             xtx = sums.pop(site)
             if mesh is not None and run.solve_axis is None:
-                xtx = _on_device(xtx, run.device)
+                xtx = capture.on_device(xtx, run.device)
             scaler = capture.wanda_scaler_row(xtx, run.n_seq) if run.method == "wanda" else None
             H = capture.hessian(xtx, run.n_tokens)  # shared by the site's linears (q/k/v, gate/up)
             del xtx  # one (d, d) buffer per site from here on

@@ -497,12 +497,9 @@ def set_linear_weight(model: Llama, name: str, W: Any) -> None:
     W = jnp.asarray(W)
     if W.shape != old.shape[::-1]:
         raise ValueError(f"{name}: expected W of shape (d_out, d_in) = {old.shape[::-1]}, got {W.shape}")
-    if not old.sharding.is_fully_addressable:  # a kernel placed over several processes' devices
-        from zipcal_jax.distributed import put_global
+    from zipcal_jax.distributed import put_global  # (also a kernel over several processes' devices)
 
-        kernel.set_value(put_global(np.asarray(W.T.astype(old.dtype)), old.sharding))
-        return
-    kernel.set_value(jax.device_put(W.T.astype(old.dtype), old.sharding))
+    kernel.set_value(put_global(W.T.astype(old.dtype), old.sharding))
 
 
 # ----------------------------------------------------------------------------- load / save
